@@ -1,0 +1,93 @@
+"""Command-line entry point: ``python main.py``, ``python -m rl_v2v_gan`` and ``rl-v2v-gan``.
+
+Flags are generated from :class:`rl_v2v_gan.config.Config`, so every field is a flag with its
+doc as help. User mistakes end in one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from typing import Any, Sequence
+
+from .config import Config, field_docs, make_config
+from .errors import ConfigError, UserError
+
+PROG = "rl-v2v-gan"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:  # one line, not usage + message
+        raise ConfigError(message)
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """The argparse type for a field annotation such as ``float`` or ``int | None``."""
+    options = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    return options[0] if options[0] in (int, float, str) else str
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Unpaired video-to-video translation (RL-V2V-GAN).",
+                     argument_default=argparse.SUPPRESS)
+    hints = typing.get_type_hints(Config)
+    for name, f in field_docs().items():
+        meta = f.metadata
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f"{meta['doc']} (default: {default})"
+        if hints[name] is bool:
+            parser.add_argument(f"--{name}", action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+        kwargs: dict[str, Any] = {"help": help_text}
+        for key in ("choices", "nargs", "metavar"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        kwargs["type"] = meta.get("type", _scalar_type(hints[name]))
+        parser.add_argument(f"--{name}", **kwargs)
+    return parser
+
+
+def parse_config(argv: Sequence[str] | None = None) -> Config:
+    """Parse flags (over an optional ``--config`` preset) into a validated Config."""
+    args = vars(build_parser().parse_args(argv))
+    return make_config(**args)
+
+
+def run(cfg: Config) -> int:
+    """Dispatch one mode. Imports are local so ``--help`` and config errors stay fast."""
+    if cfg.mode == "prepare_data":
+        from .data.factory import prepare_data
+
+        prepare_data(cfg)
+        return 0
+    if cfg.mode == "train":
+        from .train.loop import train
+
+        return train(cfg)
+    if cfg.mode == "eval":
+        from .eval.evaluator import evaluate_run
+
+        evaluate_run(cfg)
+        return 0
+    from .translate import translate
+
+    translate(cfg)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_config(argv)
+        return run(cfg)
+    except UserError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The one typed configuration: every flag, its default and its doc, and validation in one place.
+
+Each field of :class:`Config` is a command-line flag of the same name (``--lambda_rr`` ...). The
+seed's flags keep their names and defaults. Values come from, in increasing priority: the field
+defaults, a preset or YAML file given with ``--config``, and the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+MODES = ("prepare_data", "train", "eval", "translate")
+METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
+DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
+PRESETS_DIR = Path(__file__).parent / "presets"
+
+
+def _f(default: Any, doc: str, **meta: Any) -> Any:
+    """A config field with its one-line doc (shown by ``--help``) and optional argparse metadata."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": doc, **meta})
+    return field(default=default, metadata={"doc": doc, **meta})
+
+
+@dataclass
+class Config:
+    # --- what to do -------------------------------------------------------------------------
+    mode: str = _f("train", "what to do", choices=MODES)
+    config: str | None = _f(None, "preset name (see rl_v2v_gan/presets) or YAML file of flag values")
+    method: str = _f("rl_v2v_gan", "training method: full RL-V2V-GAN or an ablation", choices=METHODS)
+    seed: int = _f(0, "random seed (data sampling, initialisation, exploration)")
+    device: str = _f("auto", "compute device: auto picks cuda when available", choices=("auto", "cpu", "cuda"))
+
+    # --- data --------------------------------------------------------------------------------
+    dataset: str = _f("synthetic", "dataset: built-in synthetic day/night, a folder, or a seed preset folder",
+                      choices=DATASETS)
+    data_root: str | None = _f(None, "dataset folder (default data/<dataset>)")
+    input_shape: tuple = _f((16, 64, 64, 3), "clip length and frame size: T H W C", nargs=4, type=int,
+                            metavar=("T", "H", "W", "C"))
+    context_frames: int = _f(2, "p: past frames a predictor sees (the RL state)")
+    synthetic_train_clips: int = _f(256, "synthetic dataset: training clips per domain")
+    synthetic_test_clips: int = _f(32, "synthetic dataset: test clips per domain (with ground truth)")
+    resize_mode: str = _f("resize", "fit frames to H x W: plain resize, or short-side resize then centre crop",
+                          choices=("resize", "crop"))
+    frame_stride: int = _f(1, "keep every k-th frame when preparing videos")
+    max_videos_a: int | None = _f(None, "use at most this many training videos of domain A (few-shot)")
+    max_videos_b: int | None = _f(None, "use at most this many training videos of domain B (few-shot)")
+    skip_bad_videos: bool = _f(False, "skip unreadable or too-short videos with a warning instead of stopping")
+    num_workers: int = _f(0, "DataLoader worker processes")
+
+    # --- networks ------------------------------------------------------------------------------
+    ngf: int = _f(64, "generator / predictor base channels")
+    ndf: int = _f(64, "discriminator / Q-network base channels")
+    n_res_blocks: int = _f(2, "residual blocks at the generator bottleneck")
+    norm: str = _f("instance", "normalisation layer", choices=("instance", "batch"))
+
+    # --- optimisation --------------------------------------------------------------------------
+    learning_rate: float = _f(1e-4, "Adam learning rate of every network")
+    batch_size: int = _f(4, "clips per step (per rank under torchrun)")
+    epochs: int = _f(10, "training epochs")
+    steps_per_epoch: int = _f(100, "training steps per epoch")
+    gan_mode: str = _f("vanilla", "adversarial loss: non-saturating BCE on logits, or least squares",
+                       choices=("vanilla", "lsgan"))
+    lambda_v: float = _f(1.0, "weight of the video adversarial loss L_v")
+    lambda_rr: float = _f(0.1, "weight of the recurrent loss L_rr")
+    lambda_rc: float = _f(0.1, "weight of the recycle loss L_rc")
+    lambda_cyc: float | None = _f(None, "weight of the cycle loss (default: 10 for cycle_gan, else 0)")
+    lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor")
+
+    # --- reinforcement learning ----------------------------------------------------------------
+    gamma: float = _f(0.99, "discount factor of the TD target")
+    tau: float = _f(0.001, "soft-update rate of the target networks")
+    sigma1: float = _f(0.5, "probability that a minibatch element comes from the replay buffer")
+    sigma2: float = _f(0.5, "probability of a random (exploring) choice between the two candidate actions")
+    buffer_size: int = _f(10000, "replay buffer capacity in transitions (split evenly between the domains)")
+
+    # --- checkpoints, evaluation, logging ------------------------------------------------------
+    checkpoint_dir: str = _f("checkpoints", "folder holding the runs")
+    checkpoint_name: str = _f("rl_v2v_gan", "run name: the run folder is checkpoint_dir/checkpoint_name")
+    checkpoint: str | None = _f(None, "checkpoint to load (epoch_NNNN or a path); default: the run's latest")
+    resume: bool = _f(False, "continue training from the run's latest checkpoint")
+    eval_batches: int = _f(5, "test batches evaluated after each epoch and in eval mode")
+    all_checkpoints: bool = _f(False, "eval mode: evaluate every checkpoint of the run into one table")
+    fid_weights: str | None = _f(None, "Inception weights file for FID (else RLV2V_FID_WEIGHTS or the torch hub cache)")
+    log_every: int = _f(10, "steps between TensorBoard scalar writes")
+    max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
+
+    # --- speed ---------------------------------------------------------------------------------
+    amp: str = _f("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16"))
+    compile: bool = _f(False, "torch.compile the networks (CUDA)")
+
+    # --- translate -----------------------------------------------------------------------------
+    input: str | None = _f(None, "translate: input video file or frames folder")
+    output: str | None = _f(None, "translate: output mp4 path")
+    direction: str = _f("a2b", "translate: a2b uses gen_ab, b2a uses gen_ba", choices=("a2b", "b2a"))
+    side_by_side: bool = _f(False, "translate: write input and output side by side")
+    output_size: str = _f("model", "translate: write at the model's H x W or resized back to the source size",
+                          choices=("model", "source"))
+
+    # --- derived views -------------------------------------------------------------------------
+    @property
+    def clip_length(self) -> int:
+        return int(self.input_shape[0])
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    @property
+    def channels(self) -> int:
+        return int(self.input_shape[3])
+
+    @property
+    def cycle_weight(self) -> float:
+        """``--lambda_cyc`` resolved: 10 for the CycleGAN baseline, 0 for the recurrent methods."""
+        if self.lambda_cyc is not None:
+            return self.lambda_cyc
+        return 10.0 if self.method == "cycle_gan" else 0.0
+
+    @property
+    def resolved_data_root(self) -> Path:
+        return Path(self.data_root) if self.data_root else Path("data") / self.dataset
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoint_dir) / self.checkpoint_name
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    # --- validation: the one place ----------------------------------------------------------
+    def validate(self) -> "Config":
+        """Check every value; raise :class:`ConfigError` naming the flag. Returns self."""
+
+        def bad(flag: str, why: str, value: Any) -> None:
+            raise ConfigError(f"--{flag} {why}, got {value!r}")
+
+        for name, f in _FIELDS.items():
+            choices = f.metadata.get("choices")
+            value = getattr(self, name)
+            if choices and value not in choices:
+                bad(name, f"must be one of {', '.join(choices)}", value)
+        if len(self.input_shape) != 4:
+            bad("input_shape", "needs four values T H W C", self.input_shape)
+        self.input_shape = tuple(int(v) for v in self.input_shape)
+        t, h, w, c = self.input_shape
+        if min(t, h, w, c) <= 0:
+            bad("input_shape", "needs positive sizes", list(self.input_shape))
+        if h % 4 or w % 4:
+            bad("input_shape", "needs H and W divisible by 4 (the generator downsamples x4)", list(self.input_shape))
+        if min(h, w) < 8:
+            bad("input_shape", "needs H and W of at least 8", list(self.input_shape))
+        if c not in (1, 3):
+            bad("input_shape", "needs C = 1 or 3", list(self.input_shape))
+        if self.context_frames <= 0:
+            bad("context_frames", "must be positive", self.context_frames)
+        if t <= self.context_frames:
+            bad("input_shape", f"needs T greater than --context_frames ({self.context_frames})", list(self.input_shape))
+        for name in ("batch_size", "epochs", "steps_per_epoch", "eval_batches", "ngf", "ndf", "buffer_size",
+                     "synthetic_train_clips", "synthetic_test_clips", "frame_stride", "log_every",
+                     "max_nonfinite_steps"):
+            if getattr(self, name) <= 0:
+                bad(name, "must be positive", getattr(self, name))
+        for name in ("n_res_blocks", "num_workers"):
+            if getattr(self, name) < 0:
+                bad(name, "must be non-negative", getattr(self, name))
+        for name in ("max_videos_a", "max_videos_b"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                bad(name, "must be positive", getattr(self, name))
+        if not self.learning_rate > 0:
+            bad("learning_rate", "must be positive", self.learning_rate)
+        for name in ("sigma1", "sigma2"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                bad(name, "must be in [0, 1]", getattr(self, name))
+        if not 0.0 < self.tau <= 1.0:
+            bad("tau", "must be in (0, 1]", self.tau)
+        if not 0.0 <= self.gamma < 1.0:
+            bad("gamma", "must be in [0, 1)", self.gamma)
+        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg"):
+            if not getattr(self, name) >= 0:
+                bad(name, "must be non-negative", getattr(self, name))
+        if self.lambda_cyc is not None and not self.lambda_cyc >= 0:
+            bad("lambda_cyc", "must be non-negative", self.lambda_cyc)
+        if self.mode == "translate":
+            if not self.input:
+                raise ConfigError("--mode translate needs --input VIDEO_OR_FOLDER")
+            if not self.output:
+                raise ConfigError("--mode translate needs --output OUT.mp4")
+        return self
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def field_docs() -> dict[str, dataclasses.Field]:
+    """Every config field by name (the CLI builds its flags from these)."""
+    return dict(_FIELDS)
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """Flag values from a named preset (``rl_v2v_gan/presets/<name>.yaml``) or a YAML file.
+
+    Unknown keys are errors, so a typo in a preset never silently does nothing.
+    """
+    path = Path(name_or_path)
+    if not path.suffix and not path.exists():
+        path = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        presets = ", ".join(sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+        raise ConfigError(f"--config {name_or_path!r}: no such file or preset (presets: {presets})")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--config {path}: invalid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of flag names to values")
+    unknown = sorted(set(values) - set(_FIELDS) | ({"config"} & set(values)))
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown keys {', '.join(unknown)}")
+    return values
+
+
+def make_config(**values: Any) -> Config:
+    """Build and validate a Config from keyword values (a preset via ``config=`` is applied underneath)."""
+    preset = load_preset(values["config"]) if values.get("config") else {}
+    merged = {**preset, **values}
+    if "input_shape" in merged:
+        merged["input_shape"] = tuple(merged["input_shape"])
+    try:
+        return Config(**merged).validate()
+    except TypeError as e:
+        raise ConfigError(f"invalid configuration: {e}") from None

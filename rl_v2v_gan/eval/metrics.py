@@ -1,0 +1,232 @@
+"""Video quality metrics: PSNR, SSIM, temporal error, flicker ratio and FID.
+
+Videos are ``[B, T, C, H, W]`` floats in [-1, 1]; every metric maps them to [0, 1] first, so the
+numbers match the usual image-metric conventions (data range 1) whatever the model's output range.
+Per-clip metrics return ``[B]`` so the caller decides how to aggregate across a dataset.
+"""
+
+import math
+import os
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from rl_v2v_gan.errors import UserError
+
+# Identical frames have MSE 0 and infinite PSNR; flooring the MSE caps PSNR at
+# 10 * log10(1 / 1e-10) = 100 dB so a perfect clip still gives a finite, JSON-safe number.
+PSNR_MSE_FLOOR = 1e-10
+
+# Mean absolute frame change below this (a quarter of one 8-bit level on the [0, 1] scale) is
+# invisible, so flicker_ratio treats it as "static" rather than dividing by a near-zero motion.
+FLICKER_FLOOR = 1e-3
+
+INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+FID_WEIGHTS_ENV = "RLV2V_FID_WEIGHTS"
+
+# 2048-d pool features of Inception v3: the layer every published FID is computed on.
+_INCEPTION_FEATURES = 2048
+
+
+def to_unit(x: Tensor) -> Tensor:
+    """Map [-1, 1] to [0, 1], clamped so generator overshoot cannot leave the metric's range."""
+    return ((x + 1) / 2).clamp(0, 1)
+
+
+def _check_videos(a: Tensor, b: Tensor, names: str) -> None:
+    if a.dim() != 5 or a.shape != b.shape:
+        raise UserError(
+            f"{names}: expected two videos of the same shape [B, T, C, H, W], "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def _frame_deltas(x: Tensor) -> Tensor:
+    """Change between consecutive frames on the [0, 1] scale, ``[B, T-1, C, H, W]``."""
+    if x.shape[1] < 2:
+        raise UserError(f"temporal metrics need clips of at least 2 frames, got T={x.shape[1]}")
+    unit = to_unit(x)
+    return unit[:, 1:] - unit[:, :-1]
+
+
+def psnr(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-clip PSNR in dB (data range 1), the mean of per-frame PSNRs, ``[B]``.
+
+    Averaging per-frame PSNR rather than pooling the MSE over the clip is the usual video
+    convention: one badly wrong frame is not hidden by many good ones. Capped at 100 dB.
+    """
+    _check_videos(pred, target, "psnr")
+    mse = (to_unit(pred) - to_unit(target)).square().mean(dim=(2, 3, 4))  # [B, T]
+    return (-10 * torch.log10(mse.clamp(min=PSNR_MSE_FLOOR))).mean(dim=1)
+
+
+def ssim(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-clip SSIM (11x11 Gaussian window, sigma 1.5, data range 1), mean over frames, ``[B]``."""
+    _check_videos(pred, target, "ssim")
+    b, t, c, h, w = pred.shape
+    # The window is reflect-padded by 5 pixels on each side, which needs more than 5 pixels.
+    if min(h, w) < 6:
+        raise UserError(f"ssim needs frames of at least 6x6 pixels, got {h}x{w}")
+    per_frame = structural_similarity_index_measure(
+        to_unit(pred).reshape(b * t, c, h, w),
+        to_unit(target).reshape(b * t, c, h, w),
+        data_range=1.0,
+        reduction="none",
+    )  # [B*T]
+    return per_frame.reshape(b, t).mean(dim=1)
+
+
+def temporal_error(output: Tensor, ground_truth: Tensor) -> Tensor:
+    """Mean ``|Δoutput - Δground_truth|`` per clip on the [0, 1] scale, ``[B]``.
+
+    Compares motion rather than appearance: 0 when the output changes from frame to frame exactly
+    as the ground truth does, even if both differ by a constant offset.
+    """
+    _check_videos(output, ground_truth, "temporal_error")
+    return (_frame_deltas(output) - _frame_deltas(ground_truth)).abs().mean(dim=(1, 2, 3, 4))
+
+
+def flicker_ratio(output: Tensor, source: Tensor) -> Tensor:
+    """Frame-to-frame change of the output relative to that of its source, per clip, ``[B]``.
+
+    ``max(mean|Δoutput|, FLICKER_FLOOR) / max(mean|Δsource|, FLICKER_FLOOR)``: 1 means the
+    translation adds no temporal change, above 1 means it flickers. Both motions are floored, so
+    a static source gives 1 for a static output and ``mean|Δoutput| / FLICKER_FLOOR`` otherwise:
+    there every visible change is flicker, and the value stays finite.
+    """
+    _check_videos(output, source, "flicker_ratio")
+    out_motion = _frame_deltas(output).abs().mean(dim=(1, 2, 3, 4))
+    src_motion = _frame_deltas(source).abs().mean(dim=(1, 2, 3, 4))
+    return out_motion.clamp(min=FLICKER_FLOOR) / src_motion.clamp(min=FLICKER_FLOOR)
+
+
+def finite_or_none(x: float) -> float | None:
+    """JSON has no NaN or infinity; report those as null instead of writing invalid JSON."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _how_to_supply_weights() -> str:
+    checkpoints = os.path.join(torch.hub.get_dir(), "checkpoints")
+    return (
+        f"pass --fid_weights PATH, set {FID_WEIGHTS_ENV}, "
+        f"or put {INCEPTION_WEIGHTS_FILE} in {checkpoints}/"
+    )
+
+
+def _find_inception_weights(weights_path: str | None) -> tuple[str | None, str | None]:
+    """The weights file to use and, when there is none, why: ``(path, None)`` or ``(None, reason)``.
+
+    A path named explicitly (argument, then environment) is used or reported as missing, never
+    silently replaced by another file: a typo must not switch the weights a number came from.
+    """
+    if weights_path is not None:
+        candidate, origin = weights_path, "given path"
+    elif os.environ.get(FID_WEIGHTS_ENV):
+        candidate, origin = os.environ[FID_WEIGHTS_ENV], FID_WEIGHTS_ENV
+    else:
+        candidate = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_WEIGHTS_FILE)
+        if os.path.isfile(candidate):
+            return candidate, None
+        return None, f"no Inception weights: {_how_to_supply_weights()}"
+    if not os.path.isfile(candidate):
+        return None, f"no Inception weights at {candidate} ({origin}): {_how_to_supply_weights()}"
+    return candidate, None
+
+
+class FID:
+    """Frechet Inception Distance with the standard Inception weights, or an injected extractor (tests).
+
+    Without ``feature_extractor`` this uses the torch-fidelity Inception v3 that published FIDs use,
+    loaded only from a local file (see ``_find_inception_weights``). When there is none, or it
+    cannot be loaded, ``available`` is False, ``reason`` says why in one line, ``update`` does
+    nothing and ``compute`` reports status "unavailable": evaluation goes on without FID rather
+    than failing, and never computes it with any other weights.
+
+    A ``feature_extractor`` receives float frames in [0, 1], ``[N, 3, H, W]``, and returns
+    ``[N, d]`` features; give it a ``num_features`` attribute or it is probed with a 299x299 input.
+    """
+
+    def __init__(
+        self,
+        weights_path: str | None = None,
+        feature_extractor: torch.nn.Module | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.device = torch.device(device)
+        self._custom = feature_extractor is not None
+        self.available = False
+        self.reason: str | None = None
+        self._metric: FrechetInceptionDistance | None = None
+        if feature_extractor is not None:
+            # normalize=True: torchmetrics probes a custom extractor with floats, as update feeds it.
+            metric = FrechetInceptionDistance(feature=feature_extractor, normalize=True)
+        else:
+            path, self.reason = _find_inception_weights(weights_path)
+            if path is None:
+                return
+            try:
+                # antialias=False keeps torch-fidelity's TF1-compatible resize, without which the
+                # numbers are not comparable to published FIDs.
+                metric = FrechetInceptionDistance(
+                    feature=_INCEPTION_FEATURES,
+                    feature_extractor_weights_path=path,
+                    antialias=False,
+                )
+            except ModuleNotFoundError:
+                self.reason = "FID needs the torch-fidelity package: pip install torch-fidelity"
+                return
+            # FID is optional: any failure to read the file (truncated, not a checkpoint, other
+            # layers) must end in a reason, not abort the evaluation that asked for it.
+            except Exception as err:
+                detail = " ".join(str(err).split())[:200]
+                self.reason = (
+                    f"cannot load Inception weights from {path} ({type(err).__name__}: {detail}): "
+                    f"{_how_to_supply_weights()}"
+                )
+                return
+        self._metric = metric.to(self.device)
+        self.available = True
+
+    def update(self, frames: Tensor, real: bool) -> None:
+        """Add frames ``[N, C, H, W]`` in [-1, 1] (C = 1 or 3) to the real or the generated set."""
+        if self._metric is None:
+            return
+        if frames.dim() != 4 or frames.shape[1] not in (1, 3):
+            raise UserError(
+                f"FID expects frames [N, C, H, W] with C = 1 or 3, got {tuple(frames.shape)}"
+            )
+        # grey -> RGB; contiguous because extractors may view() their input.  # [N, 3, H, W]
+        unit = to_unit(frames.to(self.device)).expand(-1, 3, -1, -1).contiguous()
+        if not self._custom:
+            # Inception was trained on 8-bit images; round rather than truncate so that a
+            # [-1, 1] round trip of an 8-bit frame gives back the same byte.
+            unit = unit.mul(255).round().to(torch.uint8)
+        self._metric.update(unit, real=real)
+
+    def compute(self) -> dict:
+        """``{"fid", "n_real", "n_fake", "status", "reason"}``; ``fid`` is None unless status is "ok".
+
+        Status is "ok", "too_few_samples" or "unavailable" (no weights, or a non-finite result).
+        """
+        if self._metric is None:
+            return {"fid": None, "n_real": 0, "n_fake": 0, "status": "unavailable", "reason": self.reason}
+        n_real = int(self._metric.real_features_num_samples)
+        n_fake = int(self._metric.fake_features_num_samples)
+        result = {"fid": None, "n_real": n_real, "n_fake": n_fake}
+        # A covariance needs two samples; torchmetrics would raise.
+        if min(n_real, n_fake) < 2:
+            reason = f"FID needs at least 2 real and 2 generated frames, got {n_real} and {n_fake}"
+            return {**result, "status": "too_few_samples", "reason": reason}
+        fid = finite_or_none(self._metric.compute())
+        if fid is None:
+            reason = "FID is not finite: NaN or inf in the features"
+            return {**result, "status": "unavailable", "reason": reason}
+        return {**result, "fid": fid, "status": "ok", "reason": None}
+
+    def reset(self) -> None:
+        """Forget both sets of frames, keeping the loaded network."""
+        if self._metric is not None:
+            self._metric.reset()
