@@ -67,8 +67,8 @@ class UnpairedClips(Dataset):
     def __getitem__(self, key: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
         va, sa, vb, sb = key
         t = self.clip_length
-        return {"a": torch.from_numpy(np.ascontiguousarray(self.videos["a"][va][sa:sa + t])),
-                "b": torch.from_numpy(np.ascontiguousarray(self.videos["b"][vb][sb:sb + t]))}
+        return {"a": torch.from_numpy(np.array(self.videos["a"][va][sa:sa + t])),
+                "b": torch.from_numpy(np.array(self.videos["b"][vb][sb:sb + t]))}
 
 
 class StepSampler(Sampler[list]):
@@ -123,7 +123,7 @@ class TestClips(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         v, s = self.index[i]
         sl = slice(s, s + self.clip_length)
-        item = {self.src_key: torch.from_numpy(np.ascontiguousarray(self.videos[v][sl]))}
+        item = {self.src_key: torch.from_numpy(np.array(self.videos[v][sl]))}
         if self.gt is not None:
-            item[self.gt_key] = torch.from_numpy(np.ascontiguousarray(self.gt[v][sl]))
+            item[self.gt_key] = torch.from_numpy(np.array(self.gt[v][sl]))
         return item

@@ -33,7 +33,11 @@ DEFAULT_FOLDER_FPS = 25.0
 
 RESIZE_MODES = ("resize", "crop")
 
-QUALITIES = {"high": {"crf": 10, "qscale": 2}, "medium": {"crf": 18, "qscale": 4}, "low": {"crf": 28, "qscale": 8}}
+QUALITIES = {
+    "high": {"crf": 10, "qscale": 2},
+    "medium": {"crf": 18, "qscale": 4},
+    "low": {"crf": 28, "qscale": 8},
+}
 """Encoder settings per quality: ``crf`` for libx264, ``qscale`` for the mpeg4 fallback."""
 
 _PIL_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
@@ -108,13 +112,18 @@ def iter_frames(
         raise ConfigError(f"invalid frame stride {stride}: must be at least 1")
     if chunk < 1:
         raise ConfigError(f"invalid chunk length {chunk}: must be at least 1")
+    # Arguments, the path and a folder's listing are checked now, so that they fail at the call;
+    # a video is opened on the first next() so that an unconsumed iterator holds no open file.
     path = _check_source(path)
-    # Checked here rather than in a generator, so that a bad argument fails at the call.
-    return _resized_chunks(path, size, resize_mode, stride, chunk)
+    if path.is_dir():
+        chunks = _folder_chunks(path, _frame_files(path), stride, chunk)
+    else:
+        chunks = _video_chunks(path, stride, chunk)
+    return _resized(chunks, path, size, resize_mode)
 
 
-def _resized_chunks(path: Path, size, resize_mode: str, stride: int, chunk: int) -> Iterator[np.ndarray]:
-    chunks = _folder_chunks(path, stride, chunk) if path.is_dir() else _video_chunks(path, stride, chunk)
+def _resized(chunks: Iterator[np.ndarray], path: Path, size, resize_mode: str) -> Iterator[np.ndarray]:
+    """Chunks ``[n, h, w, 3]`` to channels-first ``[n, 3, H, W]``, resized; UserError if there are none."""
     empty = True
     for frames in chunks:  # [n, h, w, 3]
         empty = False
@@ -151,7 +160,9 @@ class VideoWriter:
             raise ConfigError(f"unknown video quality '{quality}': expected one of {', '.join(QUALITIES)}")
         # yuv420p stores colour at half resolution, so the encoders refuse odd sizes.
         if width < 2 or height < 2 or width % 2 or height % 2:
-            raise UserError(f"cannot write video '{self.path}': width and height must be even, got {width}x{height}")
+            raise UserError(
+                f"cannot write video '{self.path}': width and height must be even, got {width}x{height}"
+            )
         if not fps > 0:
             raise UserError(f"cannot write video '{self.path}': frame rate must be positive, got {fps}")
         try:
@@ -169,12 +180,16 @@ class VideoWriter:
         try:
             # faststart puts the index first, so a truncated copy still plays up to the cut.
             self._container = av.open(str(self._tmp), "w", format="mp4", options={"movflags": "+faststart"})
-            self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+            rate = Fraction(fps).limit_denominator(1001)
+            self._stream = self._container.add_stream(codec, rate=rate, options=options)
             self._stream.width = width
             self._stream.height = height
             self._stream.pix_fmt = "yuv420p"
             if codec == "mpeg4":
-                self._stream.codec_context.qscale = settings["qscale"]
+                # Pinning qmin = qmax gives a constant quantiser; the qscale flag would read a
+                # per-frame quality that PyAV leaves at 0.
+                self._stream.codec_context.qmin = settings["qscale"]
+                self._stream.codec_context.qmax = settings["qscale"]
         except (av.FFmpegError, OSError) as err:
             self._abort()
             raise UserError(f"cannot write video '{self.path}': {_reason(err)}") from None
@@ -184,8 +199,9 @@ class VideoWriter:
         if self._container is None:
             raise ValueError(f"video writer for '{self.path}' is already closed")
         expected = (3, self.height, self.width)
-        if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != expected:
-            got = f"{frames.dtype} {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
+        is_array = isinstance(frames, np.ndarray)
+        if not is_array or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != expected:
+            got = f"{frames.dtype} {frames.shape}" if is_array else type(frames).__name__
             raise ValueError(f"expected uint8 frames [n, {', '.join(map(str, expected))}], got {got}")
         frames_hwc = np.ascontiguousarray(frames.transpose(0, 2, 3, 1))  # [n, H, W, 3]
         try:
@@ -239,7 +255,8 @@ class VideoWriter:
 def write_video(path, frames: np.ndarray, fps: float, quality="high") -> None:
     """Write uint8 frames ``[F, 3, H, W]`` to an mp4 file at ``path`` (atomically, see VideoWriter)."""
     if not isinstance(frames, np.ndarray) or frames.ndim != 4:
-        raise ValueError(f"expected uint8 frames [F, 3, H, W], got {getattr(frames, 'shape', type(frames).__name__)}")
+        got = getattr(frames, "shape", type(frames).__name__)
+        raise ValueError(f"expected uint8 frames [F, 3, H, W], got {got}")
     with VideoWriter(path, fps, width=frames.shape[3], height=frames.shape[2], quality=quality) as writer:
         writer.write(frames)
 
@@ -267,7 +284,8 @@ def _check_source(path) -> Path:
         raise UserError(f"no such video file or frame folder: '{path}'")
     if path.is_file() and path.suffix.lower() not in VIDEO_EXTENSIONS:
         raise UserError(
-            f"unsupported video file '{path}': expected a frame folder or a file ending in {', '.join(VIDEO_EXTENSIONS)}"
+            f"unsupported video file '{path}': expected a frame folder"
+            f" or a file ending in {', '.join(VIDEO_EXTENSIONS)}"
         )
     return path
 
@@ -322,7 +340,8 @@ def _is_frame_file(name: str) -> bool:
 
 def _frame_files(folder: Path) -> list[Path]:
     """The folder's image files in natural order; the full name breaks ties such as f01 / f1."""
-    names = sorted((n for n in os.listdir(folder) if _is_frame_file(n)), key=lambda n: (natural_key(n), n))
+    names = [name for name in os.listdir(folder) if _is_frame_file(name)]
+    names.sort(key=lambda name: (natural_key(name), name))
     if not names:
         raise UserError(f"frame folder '{folder}' holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     return [folder / name for name in names]
@@ -345,9 +364,8 @@ def _check_frame_size(folder: Path, file: Path, size, first: Path, first_size) -
         )
 
 
-def _folder_chunks(folder: Path, stride: int, chunk: int) -> Iterator[np.ndarray]:
-    """Chunks ``[n, h, w, 3]`` of every ``stride``-th image in the folder."""
-    files = _frame_files(folder)
+def _folder_chunks(folder: Path, files: list[Path], stride: int, chunk: int) -> Iterator[np.ndarray]:
+    """Chunks ``[n, h, w, 3]`` of every ``stride``-th of the folder's ``files``."""
     first_size = _image_size(files[0])
     frames = []
     for index, file in enumerate(files):

@@ -122,7 +122,7 @@ def _find_inception_weights(weights_path: str | None) -> tuple[str | None, str |
     A path named explicitly (argument, then environment) is used or reported as missing, never
     silently replaced by another file: a typo must not switch the weights a number came from.
     """
-    if weights_path is not None:
+    if weights_path:
         candidate, origin = weights_path, "given path"
     elif os.environ.get(FID_WEIGHTS_ENV):
         candidate, origin = os.environ[FID_WEIGHTS_ENV], FID_WEIGHTS_ENV
@@ -198,8 +198,8 @@ class FID:
             raise UserError(
                 f"FID expects frames [N, C, H, W] with C = 1 or 3, got {tuple(frames.shape)}"
             )
-        # grey -> RGB; contiguous because extractors may view() their input.  # [N, 3, H, W]
-        unit = to_unit(frames.to(self.device)).expand(-1, 3, -1, -1).contiguous()
+        # Grey is repeated to RGB, contiguous because an extractor may view() its input.
+        unit = to_unit(frames.to(self.device)).expand(-1, 3, -1, -1).contiguous()  # [N, 3, H, W]
         if not self._custom:
             # Inception was trained on 8-bit images; round rather than truncate so that a
             # [-1, 1] round trip of an 8-bit frame gives back the same byte.
@@ -220,7 +220,16 @@ class FID:
         if min(n_real, n_fake) < 2:
             reason = f"FID needs at least 2 real and 2 generated frames, got {n_real} and {n_fake}"
             return {**result, "status": "too_few_samples", "reason": reason}
-        fid = finite_or_none(self._metric.compute())
+        sums = (
+            self._metric.real_features_sum,
+            self._metric.real_features_cov_sum,
+            self._metric.fake_features_sum,
+            self._metric.fake_features_cov_sum,
+        )
+        # torch.linalg.eigvals on a NaN matrix can crash the whole process (MKL double free),
+        # so non-finite features must never reach torchmetrics' compute.
+        finite = all(bool(torch.isfinite(x).all()) for x in sums)
+        fid = finite_or_none(self._metric.compute()) if finite else None
         if fid is None:
             reason = "FID is not finite: NaN or inf in the features"
             return {**result, "status": "unavailable", "reason": reason}

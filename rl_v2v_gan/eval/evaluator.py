@@ -1,0 +1,242 @@
+"""Evaluation (DESIGN §7): VideoEvaluator, the per-epoch evaluation and ``--mode eval``.
+
+Metrics per direction (a2b uses gen_ab on testA, b2a uses gen_ba on testB):
+
+- ``psnr``, ``ssim``, ``temporal_error``: translation vs paired ground truth, only where the test
+  split has it (synthetic always; folder datasets with ``testA_gt/``, ``testB_gt/``);
+- ``cycle_psnr``, ``cycle_ssim``: input vs ``gen_ba(gen_ab(input))``, always;
+- ``flicker_ratio``: mean |Δ output| / mean |Δ input|, always;
+- ``fid``: translated frames vs real frames of the target domain, with the standard Inception
+  weights only (else null with the reason).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..config import Config
+from ..data.dataset import TestClips, to_float, to_uint8
+from ..errors import UserError
+from ..utils.fs import atomic_write_text
+from . import metrics as M
+
+DIRECTIONS = {"a2b": ("a", "b", "gen_ab", "gen_ba"), "b2a": ("b", "a", "gen_ba", "gen_ab")}
+TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid")
+
+
+def paired_metrics(output: torch.Tensor, ground_truth: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """PSNR, SSIM and temporal error of ``output`` against paired ground truth, per clip ``[B]``.
+
+    Refuses data without ground truth: a PSNR against an unpaired clip measures nothing.
+    """
+    if ground_truth is None:
+        raise UserError("PSNR/SSIM need paired ground truth (testA_gt/testB_gt); this test split has none")
+    return {"psnr": M.psnr(output, ground_truth), "ssim": M.ssim(output, ground_truth),
+            "temporal_error": M.temporal_error(output, ground_truth)}
+
+
+class VideoEvaluator:
+    """Evaluates a pair of generators on the test clips of a store, both directions."""
+
+    def __init__(self, store, clip_length: int, batch_size: int, device: torch.device,
+                 fid_weights: str | None = None, fid_feature_extractor: torch.nn.Module | None = None):
+        self.store, self.device, self.batch_size = store, device, batch_size
+        self.tests = {d: TestClips(store, d, clip_length) for d in DIRECTIONS
+                      if store.has(f"test{DIRECTIONS[d][0].upper()}")}
+        self.fid = M.FID(weights_path=fid_weights, feature_extractor=fid_feature_extractor, device=str(device))
+        if not self.fid.available:
+            print(f"FID unavailable: {self.fid.reason}")
+
+    def _loader(self, direction: str) -> DataLoader:
+        return DataLoader(self.tests[direction], batch_size=self.batch_size, shuffle=False)
+
+    @torch.no_grad()
+    def evaluate(self, nets, max_batches: int) -> dict[str, Any]:
+        """``{direction: {metric: value or None, ...}}`` over at most ``max_batches`` test batches."""
+        was_training = nets.training
+        nets.eval()
+        report = {}
+        try:
+            for direction in self.tests:
+                report[direction] = self._direction(nets, direction, max_batches)
+        finally:
+            nets.train(was_training)
+        return report
+
+    def _direction(self, nets, direction: str, max_batches: int) -> dict[str, Any]:
+        src, dst, fwd, back = DIRECTIONS[direction]
+        gen, gen_back = getattr(nets, fwd), getattr(nets, back)
+        test = self.tests[direction]
+        sums: dict[str, list[torch.Tensor]] = {}
+        n_clips = 0
+        self.fid.reset()
+        for i, item in enumerate(self._loader(direction)):
+            if i >= max_batches:
+                break
+            x = to_float(item[src].to(self.device))  # [B,T,C,H,W]
+            y = gen(x)
+            per_clip = {"cycle_psnr": M.psnr(gen_back(y), x), "cycle_ssim": M.ssim(gen_back(y), x),
+                        "flicker_ratio": M.flicker_ratio(y, x)}
+            if test.has_ground_truth:
+                per_clip.update(paired_metrics(y, to_float(item[f"{dst}_gt"].to(self.device))))
+            for k, v in per_clip.items():
+                sums.setdefault(k, []).append(v.float().cpu())
+            n_clips += x.shape[0]
+            if self.fid.available:
+                self.fid.update(y.flatten(0, 1), real=False)
+        out: dict[str, Any] = {k: M.finite_or_none(float(torch.cat(v).mean())) for k, v in sums.items()}
+        for k in ("psnr", "ssim", "temporal_error"):
+            out.setdefault(k, None)
+        out.update({"n_clips": n_clips, "ground_truth": test.has_ground_truth})
+        if self.fid.available:
+            for frames in self._real_frames(dst, n_frames=n_clips * test.clip_length):
+                self.fid.update(frames, real=True)
+        fid = self.fid.compute()
+        out["fid"] = fid["fid"]
+        out["fid_info"] = fid
+        return out
+
+    def _real_frames(self, domain: str, n_frames: int):
+        """Real frames of ``domain`` for FID: its test split, else its training split."""
+        split = f"test{domain.upper()}" if self.store.has(f"test{domain.upper()}") else f"train{domain.upper()}"
+        left = n_frames
+        for video in self.store.videos(split):
+            if left <= 0:
+                break
+            chunk = torch.from_numpy(np.array(video[:left]))
+            left -= len(chunk)
+            yield to_float(chunk.to(self.device))
+
+    @torch.no_grad()
+    def samples(self, nets, n_clips: int = 2) -> dict[str, torch.Tensor]:
+        """uint8 ``[clips, rows, T, C, H, W]`` per direction; rows: input, translation, (ground truth), cycle."""
+        was_training = nets.training
+        nets.eval()
+        out = {}
+        try:
+            for direction, test in self.tests.items():
+                src, dst, fwd, back = DIRECTIONS[direction]
+                item = next(iter(DataLoader(test, batch_size=n_clips)))
+                x = to_float(item[src].to(self.device))
+                y = getattr(nets, fwd)(x)
+                rows = [x, y] + ([to_float(item[f"{dst}_gt"].to(self.device))] if test.has_ground_truth else []) \
+                    + [getattr(nets, back)(y)]
+                out[direction] = to_uint8(torch.stack(rows, 1)).cpu()  # [clips,rows,T,C,H,W]
+        finally:
+            nets.train(was_training)
+        return out
+
+
+def format_table(rows: dict[str, dict[str, Any]]) -> str:
+    """A plain-text table: one row per (label, direction), one column per metric."""
+    header = f"{'':<22}" + "".join(f"{k:>15}" for k in TABLE_KEYS) + f"{'clips':>7}"
+    lines = [header]
+    for label, report in rows.items():
+        for direction, m in report.items():
+            cells = "".join(f"{'n/a' if m.get(k) is None else format(m[k], '.4f'):>15}" for k in TABLE_KEYS)
+            lines.append(f"{label + ' ' + direction:<22}{cells}{m['n_clips']:>7}")
+    return "\n".join(lines)
+
+
+def _save_samples(samples: dict[str, torch.Tensor], out_dir: Path, stem: str, fps: float) -> list[Path]:
+    """A PNG grid (rows: clips x [input, output, gt, cycle]; columns: frames) and a side-by-side mp4."""
+    from torchvision.utils import save_image
+
+    from ..data.video_io import write_video
+
+    written = []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for direction, clips in samples.items():  # [clips,rows,T,C,H,W] uint8
+        n, r, t, c, h, w = clips.shape
+        png = out_dir / f"{stem}_{direction}.png"
+        save_image(clips.reshape(n * r * t, c, h, w).float() / 255.0, png, nrow=t, padding=1)
+        written.append(png)
+        side = clips[0].permute(1, 2, 3, 0, 4).reshape(t, c, h, r * w)  # first clip, rows side by side
+        if c == 1:
+            side = side.expand(t, 3, h, r * w)
+        mp4 = out_dir / f"{stem}_{direction}.mp4"
+        write_video(mp4, np.ascontiguousarray(side.numpy()), fps)
+        written.append(mp4)
+    return written
+
+
+class Evaluator:
+    """The evaluation run after every training epoch (rank 0): metrics, TensorBoard, samples."""
+
+    def __init__(self, cfg: Config, store, device: torch.device):
+        self.cfg = cfg
+        self.vid = VideoEvaluator(store, cfg.clip_length, cfg.batch_size, device, cfg.fid_weights)
+        entries = store.entries("testA") or store.entries("trainA")
+        self.fps = float(entries[0].get("fps", 10.0)) if entries else 10.0
+
+    def run_epoch(self, nets, epoch: int, writer, step: int) -> dict[str, Any]:
+        if not self.vid.tests:
+            print("no test split in the clip store: skipping evaluation")
+            return {}
+        report = self.vid.evaluate(nets, self.cfg.eval_batches)
+        print(format_table({f"epoch {epoch}": report}))
+        for direction, m in report.items():
+            for k in TABLE_KEYS:
+                if m.get(k) is not None:
+                    writer.add_scalar(f"eval/{direction}/{k}", m[k], step)
+        samples = self.vid.samples(nets)
+        stem = f"epoch_{epoch:04d}"
+        for direction, clips in samples.items():  # TensorBoard: the first clip's rows, frame by frame
+            writer.add_images(f"samples/{direction}", clips[0].flatten(0, 1), step, dataformats="NCHW")
+        paths = _save_samples(samples, self.cfg.run_dir / "samples", stem, self.fps)
+        print(f"samples: {', '.join(str(p) for p in paths)}")
+        return report
+
+
+def evaluate_run(cfg: Config) -> dict[str, Any]:
+    """``--mode eval``: evaluate the latest (or ``--checkpoint``, or every) checkpoint of the run."""
+    from ..data.factory import prepare_data
+    from ..models.networks import networks_from_config
+    from ..train import checkpoint as ckpt_io
+    from ..train.distributed import resolve_device
+    from ..train.loop import restore
+
+    device = resolve_device(cfg.device)
+    store = prepare_data(cfg)
+    evaluator = VideoEvaluator(store, cfg.clip_length, cfg.batch_size, device, cfg.fid_weights)
+    if not evaluator.tests:
+        raise UserError(f"the clip store {store.root} has no test split (testA/ or testB/) to evaluate")
+    if cfg.all_checkpoints:
+        names = [p.name for p in ckpt_io.list_checkpoints(cfg.run_dir)]
+        if not names:
+            raise UserError(f"no checkpoints in {cfg.run_dir}")
+    else:
+        names = [cfg.checkpoint]
+    nets = networks_from_config(cfg).to(device)
+    rows, results = {}, []
+    for name in names:
+        ckpt = restore(cfg, nets, None, name)
+        t0 = time.time()
+        report = evaluator.evaluate(nets, cfg.eval_batches)
+        rows[ckpt.name] = report
+        results.append({"checkpoint": ckpt.name, "path": str(ckpt), "seconds": round(time.time() - t0, 2),
+                        "metrics": report})
+    print(format_table(rows))
+    fid_status = {r["checkpoint"]: {d: m["fid_info"] for d, m in r["metrics"].items()} for r in results}
+    for ckpt_name, dirs in fid_status.items():
+        for d, info in dirs.items():
+            if info["status"] == "ok":
+                print(f"FID {ckpt_name} {d}: {info['fid']:.3f} on {info['n_fake']} translated vs "
+                      f"{info['n_real']} real frames")
+            else:
+                print(f"FID {ckpt_name} {d}: unavailable ({info['reason']})")
+    out = {"dataset": cfg.dataset, "data_root": str(store.root), "eval_batches": cfg.eval_batches,
+           "results": results, "config": cfg.to_dict()}
+    path = cfg.run_dir / "metrics.json"
+    atomic_write_text(path, json.dumps(out, indent=2, allow_nan=False))
+    print(f"wrote {path}")
+    return out
+
+

@@ -1,0 +1,1 @@
+"""Reinforcement learning (DESIGN §5): policy and rollouts, replay buffer, target networks."""

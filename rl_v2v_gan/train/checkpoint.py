@@ -1,0 +1,226 @@
+"""Checkpoints that resume exactly and never half-exist.
+
+A checkpoint is a folder ``<run>/epoch_NNNN`` (end of an epoch) or ``<run>/step_NNNNNNNN`` (an
+interrupted epoch) holding:
+
+- ``networks.safetensors``  every network and target network (tensors only: no code can ride along);
+- ``replay.safetensors``    the replay buffers (RL method), so a resumed run sees the same minibatches;
+- ``state.pt``              optimizers, AMP scaler, step, RNG states; read with ``weights_only=True``;
+- ``config.json``           the resolved configuration;
+- ``manifest.json``         step, epoch and a SHA-256 of every file above.
+
+It is written to a temporary folder, fsynced and renamed into place; then ``<run>/latest`` (a
+one-line file naming it) is replaced atomically. A kill at any moment leaves the previous
+checkpoint as ``latest``; a checkpoint whose files do not match its manifest is never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+from ..utils.fs import atomic_dir, atomic_write_text
+
+LATEST = "latest"
+CHECKPOINT_RE = re.compile(r"^(epoch_\d{4,}|step_\d{8,})$")
+FILES = ("networks.safetensors", "state.pt", "config.json")
+# Architecture flags: a checkpoint made with other values cannot be loaded into these networks.
+ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "python": random.getstate()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def checkpoint_name(step: int, steps_per_epoch: int) -> str:
+    """``epoch_NNNN`` at an epoch boundary (NNNN = epochs completed), else ``step_NNNNNNNN``."""
+    if step % steps_per_epoch == 0:
+        return f"epoch_{step // steps_per_epoch:04d}"
+    return f"step_{step:08d}"
+
+
+def _tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # safetensors wants contiguous, unshared CPU tensors.
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+
+
+def save_checkpoint(run_dir: Path, trainer, config_json: str, steps_per_epoch: int) -> Path:
+    """Write a complete checkpoint of ``trainer`` and point ``latest`` at it; returns its folder."""
+    run_dir = Path(run_dir)
+    name = checkpoint_name(trainer.step, steps_per_epoch)
+    final = run_dir / name
+    try:
+        with atomic_dir(final) as tmp:
+            save_file(_tensors(trainer.nets.state_dict()), tmp / "networks.safetensors")
+            files = list(FILES)
+            if trainer.replay:
+                replay = {f"{d}.{k}": v for d, buf in trainer.replay.items() for k, v in buf.state_dict().items()}
+                save_file(_tensors(replay), tmp / "replay.safetensors")
+                files.append("replay.safetensors")
+            torch.save({"trainer": trainer.state_dict(), "rng": rng_state()}, tmp / "state.pt")
+            (tmp / "config.json").write_text(config_json)
+            manifest = {"name": name, "step": trainer.step, "epoch": trainer.step / steps_per_epoch,
+                        "time": time.time(), "sha256": {f: _sha256(tmp / f) for f in files}}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+            for f in files + ["manifest.json"]:
+                with open(tmp / f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            _pause_for_tests()
+        atomic_write_text(run_dir / LATEST, name + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write checkpoint {final}: {e.strerror or e} "
+                        f"(the run's earlier checkpoints are intact)") from None
+    return final
+
+
+def _pause_for_tests() -> None:
+    """Test hook: ``RLV2V_TEST_PAUSE_IN_SAVE=SECONDS`` sleeps inside a save so a test can kill it there."""
+    pause = os.environ.get("RLV2V_TEST_PAUSE_IN_SAVE")
+    if pause:
+        marker = os.environ.get("RLV2V_TEST_SAVE_MARKER")
+        if marker:
+            Path(marker).touch()
+        time.sleep(float(pause))
+
+
+def verify(ckpt: Path) -> str | None:
+    """None when ``ckpt`` is complete and matches its manifest, else what is wrong."""
+    try:
+        manifest = json.loads((ckpt / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return "missing or unreadable manifest.json"
+    for f, digest in manifest.get("sha256", {}).items():
+        if not (ckpt / f).is_file():
+            return f"missing {f}"
+        if _sha256(ckpt / f) != digest:
+            return f"{f} does not match its checksum"
+    return None
+
+
+def _step_of(ckpt: Path) -> int:
+    try:
+        return int(json.loads((ckpt / "manifest.json").read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return -1
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Checkpoint folders of a run, oldest first."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    found = [p for p in run_dir.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)]
+    return sorted(found, key=lambda p: (_step_of(p), p.name))
+
+
+def resolve(run_dir: Path, which: str | None = None, log=print) -> Path:
+    """The checkpoint to load: ``which`` (a name in the run or a path), else ``latest``.
+
+    A damaged ``latest`` is skipped (with a warning) for the newest intact checkpoint; a damaged
+    explicitly named one is an error.
+    """
+    run_dir = Path(run_dir)
+    if which:
+        ckpt = Path(which) if Path(which).is_dir() else run_dir / which
+        if not ckpt.is_dir():
+            have = ", ".join(p.name for p in list_checkpoints(run_dir)) or "none"
+            raise UserError(f"no checkpoint {which!r} in {run_dir} (available: {have})")
+        problem = verify(ckpt)
+        if problem:
+            raise UserError(f"checkpoint {ckpt} is damaged: {problem}")
+        return ckpt
+    candidates = list_checkpoints(run_dir)
+    latest = run_dir / LATEST
+    if latest.is_file():
+        named = run_dir / latest.read_text().strip()
+        candidates = [c for c in candidates if c != named] + [named]
+    for ckpt in reversed(candidates):
+        problem = verify(ckpt)
+        if problem is None:
+            return ckpt
+        log(f"warning: skipping damaged checkpoint {ckpt}: {problem}")
+    raise UserError(f"no checkpoint in {run_dir} (train first, or pass --checkpoint_dir/--checkpoint_name)")
+
+
+def check_config(ckpt: Path, config: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose architecture flags differ from ``config``, listing them."""
+    try:
+        saved = json.loads((ckpt / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"checkpoint {ckpt}: unreadable config.json ({e})") from None
+    diffs = [f"--{k} {saved.get(k)} (checkpoint) vs {config.get(k)} (now)" for k in ARCH_FLAGS
+             if k in saved and saved.get(k) != config.get(k)]
+    if diffs:
+        raise UserError(f"checkpoint {ckpt} was trained with other networks: {'; '.join(diffs)}")
+
+
+def load_networks(ckpt: Path, nets: torch.nn.Module) -> None:
+    """Load network weights (safetensors only); mismatched keys or shapes are listed in the error."""
+    try:
+        weights = load_file(ckpt / "networks.safetensors")
+    except (OSError, SafetensorError) as e:
+        raise UserError(f"checkpoint {ckpt}: unreadable networks.safetensors ({e})") from None
+    own = nets.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    shapes = sorted(f"{k} {list(weights[k].shape)} vs {list(own[k].shape)}" for k in set(own) & set(weights)
+                    if weights[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        parts = [f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+        raise UserError(f"checkpoint {ckpt} does not match the networks: {'; '.join(parts)}")
+    nets.load_state_dict(weights)
+
+
+def load_state(ckpt: Path) -> dict[str, Any]:
+    """``state.pt`` with ``weights_only=True``: a file that carries pickled code is refused."""
+    try:
+        return torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"refusing to load {ckpt / 'state.pt'}: it is not plain tensor data ({first})") from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise UserError(f"checkpoint {ckpt}: unreadable state.pt ({e})") from None
+
+
+def load_replay(ckpt: Path, replay: dict) -> None:
+    if not replay:
+        return
+    tensors = load_file(ckpt / "replay.safetensors")
+    for d, buf in replay.items():
+        buf.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"{d}.")})

@@ -1,0 +1,177 @@
+"""``--mode train``: epochs of steps, logging, evaluation, checkpoints, signals, resume.
+
+The step itself is :meth:`Trainer.train_step`; this loop holds the schedule. Only rank 0
+writes logs, samples and checkpoints.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import Config
+from ..data.dataset import StepSampler, UnpairedClips
+from ..data.factory import prepare_data
+from ..errors import UserError
+from ..models.networks import Networks, networks_from_config
+from . import checkpoint as ckpt_io
+from .distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
+from .trainer import NonFiniteError, Trainer
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+
+class StopRequest:
+    """SIGINT / SIGTERM set a flag; the loop finishes its step, checkpoints and exits."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in EXIT_CODES:
+            self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def restore(cfg: Config, nets: Networks, trainer: Trainer | None, which: str | None, log=print) -> Path:
+    """Load the checkpoint ``which`` (default: latest) of the run into ``nets`` (and ``trainer``)."""
+    ckpt = ckpt_io.resolve(cfg.run_dir, which, log)
+    ckpt_io.check_config(ckpt, cfg.to_dict())
+    ckpt_io.load_networks(ckpt, nets)
+    if trainer is not None:
+        state = ckpt_io.load_state(ckpt)
+        trainer.load_state_dict(state["trainer"])
+        ckpt_io.load_replay(ckpt, trainer.replay)
+        ckpt_io.set_rng_state(state["rng"])
+    return ckpt
+
+
+def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
+    nets = networks_from_config(cfg).to(device)
+    ddp = {}
+    if info.enabled:
+        ids = [device.index] if device.type == "cuda" else None
+        ddp = {name: DDP(getattr(nets, name), device_ids=ids, broadcast_buffers=False)
+               for name in nets.online_names()}
+    if cfg.compile:
+        for name in nets.online_names() + [f"{n}_target" for n in nets.target_names]:
+            getattr(nets, name).compile()
+    return Trainer(cfg, nets, device, ddp)
+
+
+def _loader(dataset: UnpairedClips, cfg: Config, info: DistInfo, start: int, steps: int, device) -> DataLoader:
+    sampler = StepSampler(dataset, cfg.batch_size, cfg.seed, info.rank, start, steps)
+    # Its own generator: creating the iterator must not draw from the global RNG (exact resume).
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.num_workers,
+                      pin_memory=device.type == "cuda", generator=torch.Generator(),
+                      persistent_workers=False)
+
+
+def train(cfg: Config) -> int:
+    info, device = init_distributed(cfg.device)
+    try:
+        return _train(cfg, info, device)
+    except NonFiniteError as e:
+        raise UserError(f"{e}; the last good checkpoint is kept in {cfg.run_dir}") from None
+    finally:
+        cleanup(info)
+
+
+def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
+    log = print if info.is_main else (lambda *a, **k: None)
+    torch.manual_seed(cfg.seed + info.rank)  # per-rank offset: ranks explore differently
+    run_dir = cfg.run_dir
+    if info.is_main:
+        store = prepare_data(cfg, log)
+    barrier(info)
+    if not info.is_main:
+        store = prepare_data(cfg, lambda *a, **k: None)
+    dataset = UnpairedClips(store, cfg.clip_length, cfg.max_videos_a, cfg.max_videos_b)
+    if store.frame_shape != (cfg.channels, *cfg.frame_size):
+        raise UserError(f"clip store {store.root} holds {store.frame_shape} frames, not the configured "
+                        f"{(cfg.channels, *cfg.frame_size)}")
+
+    trainer = build_trainer(cfg, device, info)
+    existing = ckpt_io.list_checkpoints(run_dir)
+    if cfg.resume:
+        ckpt = restore(cfg, trainer.nets, trainer, cfg.checkpoint, log)
+        log(f"resumed from {ckpt} at step {trainer.step}")
+    elif existing and info.is_main:
+        raise UserError(f"run {run_dir} already has checkpoints (newest: {existing[-1].name}): pass --resume to "
+                        f"continue it, or choose another --checkpoint_name")
+    log(trainer.nets.summary())
+    if trainer.replay:
+        mib = sum(r.nbytes for r in trainer.replay.values()) / 2**20
+        log(f"replay buffer: {cfg.buffer_size} transitions (uint8 frames), {mib:.1f} MiB on {device}")
+    log(f"device {device}, world size {info.world_size}, batch {cfg.batch_size} per rank, run dir {run_dir}")
+
+    from ..eval.evaluator import Evaluator  # evaluation pulls in torchmetrics: import when needed
+
+    writer = evaluator = None
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # leftovers of a save that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        (run_dir / "config.json").write_text(cfg.to_json())
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        evaluator = Evaluator(cfg, store, device)
+
+    spe, total = cfg.steps_per_epoch, cfg.epochs * cfg.steps_per_epoch
+    config_json = cfg.to_json()
+    with StopRequest() as stop:
+        while trainer.step < total:
+            epoch = trainer.step // spe
+            steps = (epoch + 1) * spe - trainer.step
+            loader = _loader(dataset, cfg, info, trainer.step, steps, device)
+            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main,
+                       dynamic_ncols=True, file=sys.stdout)
+            for batch in bar:
+                logs = trainer.train_step(batch)
+                if writer is not None and (trainer.step % cfg.log_every == 0 or trainer.step == 1):
+                    for k, v in logs.items():
+                        writer.add_scalar(k, v, trainer.step)
+                bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
+                                 if k in ("loss/D/frame", "loss/G/total", "loss/G/rr", "rl/q_loss")})
+                if any_rank(stop.signum is not None, info, device):
+                    bar.close()
+                    return _interrupted(cfg, trainer, info, config_json, stop.signum or signal.SIGTERM, log)
+            bar.close()
+            if info.is_main:
+                log(f"epoch {epoch + 1}/{cfg.epochs} done (step {trainer.step}); last losses: "
+                    + ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("loss/")))
+                evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
+                path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe)
+                log(f"saved checkpoint {path}")
+            barrier(info)
+    if writer is not None:
+        writer.close()
+    log(f"training finished: {trainer.step} steps; checkpoints in {run_dir}")
+    return 0
+
+
+def _interrupted(cfg: Config, trainer: Trainer, info: DistInfo, config_json: str, signum: int, log) -> int:
+    if info.is_main:
+        path = ckpt_io.save_checkpoint(cfg.run_dir, trainer, config_json, cfg.steps_per_epoch)
+        log(f"stopped by {signal.Signals(signum).name} at step {trainer.step}; saved {path}. "
+            f"Resume with the same flags plus --resume")
+    barrier(info)
+    return EXIT_CODES.get(signum, 143)

@@ -1,0 +1,208 @@
+"""One training step of DESIGN §6: D -> RL collect -> critic -> G -> soft update.
+
+Each phase has its own optimizer and changes only its own networks' parameters:
+D (frame and video discriminators), Q (critics), G (generators and predictors). Targets change
+only through :func:`~rl_v2v_gan.rl.targets.soft_update`. The loss functions hold the math;
+this class holds the schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data.dataset import to_float
+from ..losses import gan_losses as G
+from ..losses.rl_losses import actor_loss, critic_loss, td_target
+from ..models.networks import Networks
+from ..rl.agent import candidates, greedy_action, policy_for, rollout
+from ..rl.replay_buffer import ReplayBuffer, mix
+from ..rl.targets import frozen, soft_update
+
+DOMAINS = ("a", "b")
+OTHER = {"a": "b", "b": "a"}
+ADAM_BETAS = (0.5, 0.999)
+
+
+class NonFiniteError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+class Trainer:
+    """Holds networks, optimizers, replay buffers and the AMP scaler; ``train_step`` runs one step.
+
+    ``ddp`` maps network names to their DistributedDataParallel wrappers (multi-process runs);
+    a wrapper is used where that network is being trained, the plain module everywhere else.
+    """
+
+    def __init__(self, cfg: Config, nets: Networks, device: torch.device, ddp: dict[str, nn.Module] | None = None):
+        self.cfg, self.nets, self.device = cfg, nets, device
+        self.ddp = ddp or {}
+        self.p = cfg.context_frames
+        self.rl = cfg.method == "rl_v2v_gan"
+        self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
+                                                  lr=cfg.learning_rate, betas=ADAM_BETAS)
+                           for role in ("G", "D", "Q") if nets.role(role)}
+        cuda = device.type == "cuda"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
+        t, h, w, c = cfg.input_shape
+        self.replay = {d: ReplayBuffer(max(1, cfg.buffer_size // 2), (self.p, c, h, w), device) for d in DOMAINS} \
+            if self.rl else {}
+        self.step = 0
+        self.nonfinite_streak = 0
+        self.nonfinite_total = 0
+
+    # --- helpers ------------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def net(self, name: str) -> nn.Module:
+        """The module to call for a network being trained (its DDP wrapper if there is one)."""
+        return self.ddp.get(name, getattr(self.nets, name))
+
+    def _update(self, role: str, loss: torch.Tensor) -> bool:
+        """Backward and step one role's optimizer; skip (False) on a non-finite loss or gradient."""
+        opt = self.optimizers[role]
+        opt.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return False
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(opt)
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
+        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
+            opt.zero_grad(set_to_none=True)
+            return False
+        self.scaler.step(opt)  # with fp16, the scaler itself skips overflowing steps
+        return True
+
+    # --- the step -----------------------------------------------------------------------------
+    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One step on a batch of uint8 clips ``{"a": [B,T,C,H,W], "b": [B,T,C,H,W]}``."""
+        self.nets.train()
+        real = {d: to_float(batch[d].to(self.device, non_blocking=True)) for d in DOMAINS}  # [B,T,C,H,W]
+        for d in DOMAINS:
+            if real[d].shape[1:] != real["a"].shape[1:] or real[d].dim() != 5:
+                raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
+        logs: dict[str, float] = {}
+        ok = True
+        with self.autocast():
+            # Translations with their graph: detached for D now, differentiated in the G phase.
+            fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
+            ok &= self._d_phase(real, fake, logs)
+            if self.rl:
+                fresh = self._collect(real, logs)
+                ok &= self._critic_phase(fresh, logs)
+            ok &= self._g_phase(real, fake, logs)
+        self.scaler.update()
+        if self.rl:
+            for target, online in self.nets.target_pairs():
+                soft_update(target, online, self.cfg.tau)
+        self.step += 1
+        self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
+        self.nonfinite_total += 0 if ok else 1
+        logs["nonfinite_steps"] = float(self.nonfinite_total)
+        if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
+            raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
+                                 f"(step {self.step}); stopping (see --max_nonfinite_steps)")
+        return logs
+
+    def _d_phase(self, real, fake, logs) -> bool:
+        mode = self.cfg.gan_mode
+        loss_frame = loss_video = 0.0
+        for d in DOMAINS:  # disc_d: real d frames vs translated-into-d frames
+            r, f = real[d].flatten(0, 1), fake[d].detach().flatten(0, 1)  # [B*T,C,H,W]
+            loss_frame = loss_frame + G.discriminator_loss(self.net(f"disc_{d}")(r), self.net(f"disc_{d}")(f), mode)
+            if self.rl:
+                vd = self.net(f"vdisc_{d}")
+                loss_video = loss_video + G.discriminator_loss(vd(real[d]), vd(fake[d].detach()), mode)
+        loss = loss_frame + loss_video
+        logs["loss/D/frame"] = loss_frame.item()
+        if self.rl:
+            logs["loss/D/video"] = loss_video.item()
+        return self._update("D", loss)
+
+    @torch.no_grad()
+    def _collect(self, real, logs) -> dict:
+        """Roll out one episode per clip and domain; push the transitions into the replay buffers."""
+        cfg, fresh = self.cfg, {}
+        for d in DOMAINS:
+            tr, stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
+                                getattr(self.nets, f"vdisc_{d}"), real[d], self.p, cfg.sigma2, cfg.lambda_rr,
+                                cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
+            self.replay[d].push(tr)
+            fresh[d] = tr
+            logs[f"rl/mean_reward_{d}"] = -stats.mean_cost
+            logs[f"rl/greedy_a1_share_{d}"] = stats.greedy_a1_share
+        logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
+        return fresh
+
+    def _critic_phase(self, fresh, logs) -> bool:
+        cfg = self.cfg
+        loss = 0.0
+        for d in DOMAINS:
+            batch, share = mix(fresh[d], self.replay[d], cfg.sigma1)
+            with torch.no_grad():  # TD target from the target networks
+                _, next_q = greedy_action(policy_for(self.nets, d, target=True), batch.next_state)
+                y = td_target(batch.cost, batch.done, next_q.float(), cfg.gamma)
+            q = self.net(f"q_{d}")(batch.state, batch.action)
+            loss = loss + critic_loss(q.float(), y)
+            logs[f"rl/q_mean_{d}"] = float(q.detach().mean())
+            logs[f"rl/from_buffer_{d}"] = share
+        logs["rl/q_loss"] = loss.item()
+        return self._update("Q", loss)
+
+    def _g_phase(self, real, fake, logs) -> bool:
+        cfg, nets, mode = self.cfg, self.nets, self.cfg.gan_mode
+        critics = nets.role("D") + nets.role("Q")
+        terms: dict[str, torch.Tensor] = {}
+
+        def add(name: str, value: torch.Tensor) -> None:
+            terms[name] = terms.get(name, 0.0) + value
+
+        with frozen(*critics):
+            for x in DOMAINS:  # direction x -> y
+                y = OTHER[x]
+                add("adv", G.generator_adv_loss(getattr(nets, f"disc_{y}")(fake[y].flatten(0, 1)), mode))
+                if self.rl and cfg.lambda_v > 0:
+                    add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(fake[y]), mode))
+                if cfg.cycle_weight > 0:
+                    add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
+                if nets.pred_a is not None:
+                    w, next_frames = G.windows(real[x], self.p)  # [N,p,C,H,W], [N,C,H,W]
+                    # The policy's candidates on the real windows: a1 is the recurrent prediction,
+                    # a2 the recycled one, so L_rr, L_rc and the actor share one forward pass.
+                    policy = policy_for(nets, x, get=lambda name: self.net(name) if name[0] != "q" else
+                                        getattr(nets, name))
+                    a1, a2 = candidates(policy, w)
+                    add("rr", G.recurrent_loss(a1, next_frames))
+                    add("rc", G.recycle_loss(a2, next_frames))
+                    if self.rl and cfg.lambda_pg > 0:
+                        add("actor", actor_loss(greedy_action(policy, w, a1, a2)[1].float()))
+            weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "rr": cfg.lambda_rr,
+                       "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
+            total = sum(weights[k] * v for k, v in terms.items())
+        for k, v in terms.items():
+            logs[f"loss/G/{k}"] = v.item()
+        logs["loss/G/total"] = total.item()
+        return self._update("G", total)
+
+    # --- state for checkpoints ----------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+                "scaler": self.scaler.state_dict(), "step": self.step,
+                "nonfinite": [self.nonfinite_streak, self.nonfinite_total]}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.nonfinite_streak, self.nonfinite_total = (int(v) for v in state["nonfinite"])
