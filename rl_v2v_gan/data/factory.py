@@ -12,8 +12,6 @@ from . import synthetic
 from .store import SPLITS, STORE_VERSION, ClipStore, read_manifest, write_manifest
 
 SYNTHETIC_VERSION = 1
-# Seed presets: folder datasets whose data the user downloads (links in the seed README).
-SEED_PRESETS = {"city": "day / night driving", "flower": "red / yellow flowers", "artificial": "simulation / real"}
 
 
 def synthetic_store_dir(cfg: Config) -> Path:

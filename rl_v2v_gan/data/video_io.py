@@ -129,7 +129,7 @@ def _resized(chunks: Iterator[np.ndarray], path: Path, size, resize_mode: str) -
         empty = False
         frames = torch.from_numpy(frames).permute(0, 3, 1, 2)  # [n, 3, h, w], channels-last in memory
         if size is not None:
-            frames = _resize(frames, size, resize_mode)
+            frames = resize_frames(frames, size, resize_mode)
         yield np.ascontiguousarray(frames.numpy())  # [n, 3, H, W]
     if empty:
         raise UserError(f"cannot decode video '{path}': no frames decoded")
@@ -386,7 +386,7 @@ def _folder_chunks(folder: Path, files: list[Path], stride: int, chunk: int) -> 
         yield np.stack(frames)
 
 
-def _resize(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """Resize uint8 ``[n, 3, h, w]`` to ``[n, 3, H, W]``.
 
     "crop" cuts the centred region with the target's aspect ratio before resizing, which equals

@@ -26,8 +26,8 @@ class QNetwork(nn.Module):
         nn.init.constant_(self.body.head[-1].bias, INITIAL_BIAS)
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        b, p, c, h, w = state.shape
-        if p != self.context_frames or c != self.channels or action.shape != (b, c, h, w):
+        if state.dim() != 5 or state.shape[1:3] != (self.context_frames, self.channels) \
+                or action.shape != (state.shape[0], self.channels, *state.shape[3:]):
             raise ValueError(f"QNetwork: expected state [B,{self.context_frames},{self.channels},H,W] and action "
                              f"[B,{self.channels},H,W], got {list(state.shape)} and {list(action.shape)}")
         x = torch.cat([state.flatten(1, 2), action], 1)  # [B,(p+1)C,H,W]

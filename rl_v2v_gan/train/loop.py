@@ -142,8 +142,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
             epoch = trainer.step // spe
             steps = (epoch + 1) * spe - trainer.step
             loader = _loader(dataset, cfg, info, trainer.step, steps, device)
-            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main,
-                       dynamic_ncols=True, file=sys.stdout)
+            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       dynamic_ncols=True, file=sys.stdout, disable=None if info.is_main else True)
             for batch in bar:
                 logs = trainer.train_step(batch)
                 if writer is not None and (trainer.step % cfg.log_every == 0 or trainer.step == 1):

@@ -1,0 +1,355 @@
+import functools
+
+import pytest
+import torch
+from torch import nn
+
+from rl_v2v_gan.models import (
+    ConvLSTM,
+    FrameDiscriminator,
+    Generator,
+    Predictor,
+    QNetwork,
+    ResidualBlock,
+    VideoDiscriminator,
+    build_networks,
+)
+
+# (T, H, W, C): square, single-channel non-square, and wide frames.
+SHAPES = [(4, 32, 32, 3), (3, 16, 24, 1), (5, 24, 40, 3)]
+P = 2  # context frames
+ALL_NAMES = ("gen_ab", "gen_ba", "pred_a", "pred_b", "disc_a", "disc_b", "vdisc_a", "vdisc_b", "q_a", "q_b")
+TARGETED = ("gen_ab", "gen_ba", "pred_a", "pred_b", "q_a", "q_b")
+
+
+def _rand(*shape, seed=0) -> torch.Tensor:
+    """Uniform in [-1, 1], like normalised frames."""
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@functools.lru_cache(maxsize=None)
+def _nets(shape, method="rl_v2v_gan", norm="instance"):
+    torch.manual_seed(0)
+    return build_networks(method, shape, context_frames=P, ngf=4, ndf=4, n_res_blocks=1, norm=norm).eval()
+
+
+def _gen(norm="instance", channels=3) -> Generator:
+    torch.manual_seed(0)
+    return Generator(channels, ngf=4, n_res_blocks=1, norm=norm).eval()
+
+
+def _pred(frames=3) -> Predictor:
+    torch.manual_seed(0)
+    return Predictor(frames, channels=3, ngf=4, n_res_blocks=1).eval()
+
+
+# ---------------------------------------------------------------- shapes and shape errors
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_generator_and_predictor_shapes(shape):
+    t, h, w, c = shape
+    nets = _nets(shape)
+    with torch.no_grad():
+        assert nets.gen_ab(_rand(2, t, c, h, w)).shape == (2, t, c, h, w)
+        assert nets.pred_a(_rand(2, P, c, h, w)).shape == (2, c, h, w)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_discriminator_and_q_shapes(shape):
+    t, h, w, c = shape
+    nets = _nets(shape)
+    with torch.no_grad():
+        assert nets.disc_a(_rand(2 * t, c, h, w)).shape == (2 * t,)
+        assert nets.vdisc_a(_rand(2, t, c, h, w)).shape == (2,)
+        assert nets.q_a(_rand(2, P, c, h, w), _rand(2, c, h, w, seed=1)).shape == (2,)
+
+
+@pytest.mark.parametrize("size", [(18, 32), (32, 30)])
+def test_sizes_not_divisible_by_4_are_rejected(size):
+    h, w = size
+    nets = _nets((4, 32, 32, 3))
+    with pytest.raises(ValueError, match=r"Generator: expected \[B,T,3,H,W\] with H, W divisible by 4"):
+        nets.gen_ab(_rand(2, 4, 3, h, w))
+    with pytest.raises(ValueError, match=r"Predictor: expected \[B,2,3,H,W\] with H, W divisible by 4"):
+        nets.pred_a(_rand(2, P, 3, h, w))
+    with pytest.raises(ValueError, match=r"VideoDiscriminator: expected \[B,T,3,H,W\] with H, W divisible by 4"):
+        nets.vdisc_a(_rand(2, 4, 3, h, w))
+
+
+def test_wrong_channel_count_is_rejected():
+    nets = _nets((4, 32, 32, 3))
+    clip, frames = _rand(2, 4, 1, 32, 32), _rand(8, 1, 32, 32)
+    with pytest.raises(ValueError, match=r"Generator: expected \[B,T,3,H,W\]"):
+        nets.gen_ab(clip)
+    with pytest.raises(ValueError, match=r"Predictor: expected \[B,2,3,H,W\]"):
+        nets.pred_a(clip[:, :P])
+    with pytest.raises(ValueError, match=r"FrameDiscriminator: expected \[N,3,H,W\]"):
+        nets.disc_a(frames)
+    with pytest.raises(ValueError, match=r"VideoDiscriminator: expected \[B,T,3,H,W\]"):
+        nets.vdisc_a(clip)
+    with pytest.raises(ValueError, match=r"QNetwork: expected state \[B,2,3,H,W\] and action \[B,3,H,W\]"):
+        nets.q_a(clip[:, :P], _rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"QNetwork: expected"):
+        nets.q_a(_rand(2, P, 3, 32, 32), frames[:2])
+
+
+def test_wrong_rank_and_frame_count_are_rejected():
+    nets = _nets((4, 32, 32, 3))
+    with pytest.raises(ValueError, match=r"Generator: expected"):
+        nets.gen_ab(_rand(8, 3, 32, 32))  # frames, not a clip
+    with pytest.raises(ValueError, match=r"Predictor: expected \[B,2,3,H,W\]"):
+        nets.pred_a(_rand(2, 3, 3, 32, 32))  # p + 1 frames
+    with pytest.raises(ValueError, match=r"FrameDiscriminator: expected"):
+        nets.disc_a(_rand(2, 4, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"QNetwork: expected state"):
+        nets.q_a(_rand(2, 3, 32, 32), _rand(2, 3, 32, 32))  # state without its time axis
+    with pytest.raises(ValueError, match=r"QNetwork: expected state"):
+        nets.q_a(_rand(2, P, 3, 32, 32), _rand(2, 3, 16, 16))  # action of another size
+
+
+# ---------------------------------------------------------------- ResidualBlock
+
+
+def _last_norm(block: ResidualBlock) -> nn.Module:
+    return block.body[-1]
+
+
+def _silence_body(block: ResidualBlock) -> None:
+    """Zero the last norm's affine transform, so the block's output is its shortcut alone."""
+    with torch.no_grad():
+        _last_norm(block).weight.zero_()
+        _last_norm(block).bias.zero_()
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("in_ch, out_ch, stride", [(4, 8, 2), (4, 8, 1), (4, 4, 2)])
+def test_residual_block_projection_shortcut(dims, norm, in_ch, out_ch, stride):
+    torch.manual_seed(0)
+    block = ResidualBlock(in_ch, out_ch, stride=stride, dims=dims, norm=norm)
+    conv = nn.Conv2d if dims == 2 else nn.Conv3d
+    assert isinstance(block.shortcut, conv)
+    assert block.shortcut.kernel_size == (1,) * dims and block.shortcut.stride == (stride,) * dims
+    x = _rand(2, in_ch, *(8,) * dims)  # [N,C,H,W] or [N,C,T,H,W]
+    y = block(x)
+    assert y.shape == (2, out_ch, *(8 // stride,) * dims)
+    _silence_body(block)
+    torch.testing.assert_close(block(x), block.shortcut(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("dims, stride", [(2, 1), (3, 1), (3, (1, 1, 1))])
+def test_residual_block_identity_shortcut(dims, stride, norm):
+    torch.manual_seed(0)
+    block = ResidualBlock(4, 4, stride=stride, dims=dims, norm=norm)
+    assert isinstance(block.shortcut, nn.Identity)
+    x = _rand(2, 4, *(8,) * dims)
+    assert not torch.equal(block(x), x)
+    _silence_body(block)
+    assert torch.equal(block(x), x)
+
+
+def test_residual_block_3d_anisotropic_stride():
+    torch.manual_seed(0)
+    block = ResidualBlock(4, 8, stride=(1, 2, 2), dims=3)
+    assert isinstance(block.shortcut, nn.Conv3d) and block.shortcut.stride == (1, 2, 2)
+    assert block(_rand(2, 4, 3, 8, 8)).shape == (2, 8, 3, 4, 4)  # [N,C,T,H,W]: time kept
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_residual_block_norms_differ_in_batch_dependence(dims):
+    """Instance norm treats samples independently; batch norm (training) mixes them and tracks stats."""
+    x = _rand(4, 4, *(8,) * dims)
+    torch.manual_seed(0)
+    inst = ResidualBlock(4, 4, dims=dims, norm="instance")
+    torch.testing.assert_close(inst(x)[:1], inst(x[:1]))
+    assert type(_last_norm(inst)).__name__ == f"InstanceNorm{dims}d"
+    torch.manual_seed(0)
+    batch = ResidualBlock(4, 4, dims=dims, norm="batch")
+    assert type(_last_norm(batch)).__name__ == f"BatchNorm{dims}d"
+    assert not torch.allclose(batch(x)[:1], batch(x[:1]))
+    assert _last_norm(batch).num_batches_tracked.item() == 2
+    assert _last_norm(batch).running_mean.abs().sum() > 0
+
+
+def test_unknown_norm_is_rejected():
+    with pytest.raises(ValueError, match="unknown norm 'group'.*valid: instance, batch"):
+        ResidualBlock(4, 4, norm="group")
+
+
+# ---------------------------------------------------------------- ConvLSTM
+
+
+def test_conv_lstm_zero_state_default_and_state_shape():
+    torch.manual_seed(0)
+    lstm = ConvLSTM(3, 5)
+    x = _rand(2, 4, 3, 8, 12)  # [B,T,C,H,W]
+    out, (h, c) = lstm(x)
+    assert out.shape == (2, 4, 5, 8, 12)
+    assert h.shape == c.shape == (2, 5, 8, 12)
+    assert torch.equal(out[:, -1], h)
+    zeros = torch.zeros(2, 5, 8, 12)
+    out_z, (h_z, c_z) = lstm(x, (zeros, zeros))
+    assert torch.equal(out, out_z) and torch.equal(h, h_z) and torch.equal(c, c_z)
+    ones = torch.ones(2, 5, 8, 12)
+    assert not torch.allclose(lstm(x, (ones, ones))[0], out)  # the state is actually used
+
+
+def test_conv_lstm_chunks_equal_one_pass():
+    torch.manual_seed(0)
+    lstm = ConvLSTM(3, 5)
+    x = _rand(2, 5, 3, 8, 8)
+    out, (h, c) = lstm(x)
+    first, state = lstm(x[:, :2])
+    second, (h2, c2) = lstm(x[:, 2:], state)
+    torch.testing.assert_close(torch.cat([first, second], 1), out, rtol=0, atol=1e-6)
+    torch.testing.assert_close(h2, h, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c2, c, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------- Generator and Predictor
+
+
+@pytest.mark.parametrize("t", [0, 2, 4])
+def test_generator_is_causal(t):
+    gen = _gen()
+    x = _rand(2, 5, 3, 16, 24)
+    changed = x.clone()
+    # A random new frame: a constant offset would be cancelled exactly by the per-frame instance norm.
+    changed[:, t] = _rand(2, 3, 16, 24, seed=1)
+    with torch.no_grad():
+        y, y_changed = gen(x), gen(changed)
+    assert torch.equal(y[:, :t], y_changed[:, :t])
+    assert (y[:, t] - y_changed[:, t]).abs().max() > 1e-2
+
+
+def test_generator_memory_carries_forward():
+    """Later frames see an earlier change through the ConvLSTM (it is not a per-frame network)."""
+    gen = _gen()
+    x = _rand(2, 5, 3, 16, 16)
+    changed = x.clone()
+    changed[:, 1] = _rand(2, 3, 16, 16, seed=1)
+    with torch.no_grad():
+        diff = (gen(x) - gen(changed))[:, 2:].abs().amax(dim=(0, 2, 3, 4))
+    assert (diff > 1e-3).all()
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_generator_chunked_run_equals_one_pass(k, norm):
+    gen = _gen(norm)
+    x = _rand(2, 5, 3, 16, 24)
+    with torch.no_grad():
+        whole = gen(x)
+        first, state = gen.run(x[:, :k])
+        second, _ = gen.run(x[:, k:], state)
+    assert (torch.cat([first, second], 1) - whole).abs().max() <= 1e-5
+
+
+def test_generator_output_in_tanh_range():
+    with torch.no_grad():
+        y = _gen()(_rand(2, 4, 3, 16, 16) * 5)
+    assert y.abs().max() <= 1
+
+
+def test_predictor_depends_on_every_context_frame():
+    pred = _pred(frames=3)
+    x = _rand(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        base = pred(x)
+        for i in range(3):
+            changed = x.clone()
+            changed[:, i] = _rand(2, 3, 16, 16, seed=10 + i)
+            assert (pred(changed) - base).abs().max() > 1e-3, f"frame {i} ignored"
+
+
+def test_predictor_equals_last_step_of_full_run():
+    pred = _pred(frames=3)
+    x = _rand(2, 3, 3, 16, 24)
+    with torch.no_grad():
+        full, _ = pred.run(x, last_only=False)
+        assert (pred(x) - full[:, -1]).abs().max() <= 1e-5
+
+
+# ---------------------------------------------------------------- QNetwork
+
+
+def test_q_network_is_non_negative_and_alive_at_init():
+    torch.manual_seed(0)
+    q = QNetwork(3, P, (32, 32), ndf=4)
+    state, action = _rand(4, P, 3, 32, 32), _rand(4, 3, 32, 32, seed=1).requires_grad_()
+    value = q(state, action)
+    assert (value > 0).all()  # positive last bias: the ReLU is not dead
+    value.sum().backward()
+    assert action.grad.abs().sum() > 0
+    dead = [name for name, p in q.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead
+    with torch.no_grad():
+        q.body.head[-1].bias.fill_(-100.0)  # head output far below zero: clamped, never negative
+        assert torch.equal(q(state, action), torch.zeros(4))
+
+
+# ---------------------------------------------------------------- Networks and targets
+
+
+def _params_and_buffers(net: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(net.state_dict(keep_vars=True))
+
+
+@pytest.mark.parametrize("method, online, targets", [
+    ("cycle_gan", {"gen_ab", "gen_ba", "disc_a", "disc_b"}, set()),
+    ("recycle_gan", {"gen_ab", "gen_ba", "pred_a", "pred_b", "disc_a", "disc_b"}, set()),
+    ("rl_v2v_gan", set(ALL_NAMES), set(TARGETED)),
+])
+def test_methods_build_exactly_their_networks(method, online, targets):
+    nets = _nets((4, 32, 32, 3), method)
+    assert {name for name in ALL_NAMES if getattr(nets, name) is not None} == online
+    assert set(nets.online_names()) == online
+    assert {name[:-len("_target")] for name, _ in nets.named_children() if name.endswith("_target")} == targets
+    assert set(nets.target_names) == targets
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_targets_are_frozen_deep_copies(norm):
+    torch.manual_seed(0)
+    nets = build_networks("rl_v2v_gan", (4, 32, 32, 3), context_frames=P, ngf=4, ndf=4, n_res_blocks=1, norm=norm)
+    nets.eval().train()
+    for name in TARGETED:
+        online, target = getattr(nets, name), getattr(nets, f"{name}_target")
+        assert type(target) is type(online) and target is not online
+        assert online.training and not any(m.training for m in target.modules())
+        assert not any(p.requires_grad for p in target.parameters())
+        assert all(p.requires_grad for p in online.parameters())
+        on, tg = _params_and_buffers(online), _params_and_buffers(target)
+        assert on.keys() == tg.keys()
+        assert all(torch.equal(on[k], tg[k]) for k in on)
+        on_storage = {t.untyped_storage().data_ptr() for t in on.values()}
+        assert on_storage.isdisjoint(t.untyped_storage().data_ptr() for t in tg.values())
+        before = {k: v.detach().clone() for k, v in tg.items()}
+        with torch.no_grad():
+            for p in online.parameters():
+                p.add_(1.0)
+        assert all(torch.equal(before[k], tg[k]) for k in tg)
+
+
+def test_target_networks_stay_in_eval_mode():
+    nets = _nets((4, 32, 32, 3))
+    try:
+        nets.train()
+        assert nets.gen_ab.training and nets.disc_a.training and nets.q_a.training
+        assert not any(getattr(nets, f"{name}_target").training for name in TARGETED)
+    finally:
+        nets.eval()
+
+
+def test_build_networks_is_deterministic_under_seed():
+    def weights(seed):
+        torch.manual_seed(seed)
+        nets = build_networks("rl_v2v_gan", (4, 16, 16, 3), context_frames=P, ngf=4, ndf=4, n_res_blocks=1)
+        return nets.state_dict()
+
+    first, second, other = weights(0), weights(0), weights(1)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
