@@ -64,6 +64,12 @@ def restore(cfg: Config, nets: Networks, trainer: Trainer | None, which: str | N
 
 
 def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
+    """Networks (wrapped in DDP when distributed), optimizers and replay buffers.
+
+    Seeded with ``--seed`` alone, so every rank starts from the same networks and targets; the
+    global RNG is then offset by the rank, so ranks explore differently.
+    """
+    torch.manual_seed(cfg.seed)
     nets = networks_from_config(cfg).to(device)
     ddp = {}
     if info.enabled:
@@ -73,7 +79,9 @@ def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
     if cfg.compile:
         for name in nets.online_names() + [f"{n}_target" for n in nets.target_names]:
             getattr(nets, name).compile()
-    return Trainer(cfg, nets, device, ddp)
+    trainer = Trainer(cfg, nets, device, ddp)
+    torch.manual_seed(cfg.seed + info.rank)
+    return trainer
 
 
 def _loader(dataset: UnpairedClips, cfg: Config, info: DistInfo, start: int, steps: int, device) -> DataLoader:
@@ -96,7 +104,6 @@ def train(cfg: Config) -> int:
 
 def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
     log = print if info.is_main else (lambda *a, **k: None)
-    torch.manual_seed(cfg.seed + info.rank)  # per-rank offset: ranks explore differently
     run_dir = cfg.run_dir
     if info.is_main:
         store = prepare_data(cfg, log)
