@@ -12,6 +12,7 @@ decodes only new or changed videos; every file is written atomically, the manife
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -59,6 +60,15 @@ def _stat(path: Path) -> tuple[int, float]:
     return s.st_size, s.st_mtime
 
 
+def _store_name(split: str, src: Path) -> str:
+    """The store file of a video: its name made safe, plus a hash of the real name when that changed
+    it, so that ``a b.mp4`` and ``a_b.mp4`` do not share (and overwrite) one file."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", src.name)
+    if safe != src.name:
+        safe += "-" + hashlib.sha1(src.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return f"{split}/{safe}.npy"
+
+
 def _missing_message(cfg: Config, root: Path) -> str:
     layout = f"{root}/{{trainA,trainB,testA,testB}}/ holding video files or one folder of frames per video"
     if cfg.dataset in SEED_PRESETS:
@@ -101,7 +111,7 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
                 log(f"warning: skipping {e}")
                 skipped_bad += 1
                 continue
-            name = f"{split}/{re.sub(r'[^A-Za-z0-9._-]', '_', src.name)}.npy"
+            name = _store_name(split, src)
             atomic_save_npy(out / name, to_channels(frames, cfg.channels))
             entries.append({"file": name, "offset": 0, "length": len(frames), "fps": fps, "source": str(src),
                             "size": size, "mtime": mtime})

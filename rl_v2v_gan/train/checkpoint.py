@@ -100,7 +100,7 @@ def save_checkpoint(run_dir: Path, trainer, config_json: str, steps_per_epoch: i
             for f in files + ["manifest.json"]:
                 with open(tmp / f, "rb") as fh:
                     os.fsync(fh.fileno())
-            _pause_for_tests()
+            _pause_for_tests(trainer.step)
         atomic_write_text(run_dir / LATEST, name + "\n")
     except OSError as e:
         raise UserError(f"cannot write checkpoint {final}: {e.strerror or e} "
@@ -108,10 +108,13 @@ def save_checkpoint(run_dir: Path, trainer, config_json: str, steps_per_epoch: i
     return final
 
 
-def _pause_for_tests() -> None:
-    """Test hook: ``RLV2V_TEST_PAUSE_IN_SAVE=SECONDS`` sleeps inside a save so a test can kill it there."""
+def _pause_for_tests(step: int) -> None:
+    """Test hook: ``RLV2V_TEST_PAUSE_IN_SAVE=SECONDS`` sleeps inside a save (only the save at step
+    ``RLV2V_TEST_PAUSE_AT_STEP`` when set) and touches ``RLV2V_TEST_SAVE_MARKER``, so a test can
+    kill the process in the middle of writing a checkpoint."""
     pause = os.environ.get("RLV2V_TEST_PAUSE_IN_SAVE")
-    if pause:
+    at_step = os.environ.get("RLV2V_TEST_PAUSE_AT_STEP")
+    if pause and (at_step is None or int(at_step) == step):
         marker = os.environ.get("RLV2V_TEST_SAVE_MARKER")
         if marker:
             Path(marker).touch()

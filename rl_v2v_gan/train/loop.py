@@ -6,6 +6,7 @@ writes logs, samples and checkpoints.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import sys
@@ -153,9 +154,12 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                        dynamic_ncols=True, file=sys.stdout, disable=None if info.is_main else True)
             for batch in bar:
                 logs = trainer.train_step(batch)
-                if writer is not None and (trainer.step % cfg.log_every == 0 or trainer.step == 1):
-                    for k, v in logs.items():
-                        writer.add_scalar(k, v, trainer.step)
+                if writer is not None:
+                    with open(run_dir / "log.jsonl", "a") as f:  # every step; a resumed run appends
+                        f.write(json.dumps({"step": trainer.step, **logs}) + "\n")
+                    if trainer.step % cfg.log_every == 0 or trainer.step == 1:
+                        for k, v in logs.items():
+                            writer.add_scalar(k, v, trainer.step)
                 bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
                                  if k in ("loss/D/frame", "loss/G/total", "loss/G/rr", "rl/q_loss")})
                 if any_rank(stop.signum is not None, info, device):

@@ -99,7 +99,7 @@ class Trainer:
             ok &= self._d_phase(real, fake, logs)
             if self.rl:
                 fresh = self._collect(real, logs)
-                ok &= self._critic_phase(fresh, logs)
+                ok &= fresh is not None and self._critic_phase(fresh, logs)
             ok &= self._g_phase(real, fake, logs)
         self.scaler.update()
         if self.rl:
@@ -130,17 +130,22 @@ class Trainer:
         return self._update("D", loss)
 
     @torch.no_grad()
-    def _collect(self, real, logs) -> dict:
-        """Roll out one episode per clip and domain; push the transitions into the replay buffers."""
+    def _collect(self, real, logs) -> dict | None:
+        """Roll out one episode per clip and domain; push the transitions into the replay buffers.
+
+        None (nothing pushed) when a rollout is not finite: one bad batch must not poison the buffer.
+        """
         cfg, fresh = self.cfg, {}
         for d in DOMAINS:
-            tr, stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
-                                getattr(self.nets, f"vdisc_{d}"), real[d], self.p, cfg.sigma2, cfg.lambda_rr,
-                                cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
-            self.replay[d].push(tr)
-            fresh[d] = tr
+            fresh[d], stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
+                                      getattr(self.nets, f"vdisc_{d}"), real[d], self.p, cfg.sigma2, cfg.lambda_rr,
+                                      cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
+            if not (torch.isfinite(fresh[d].cost).all() and torch.isfinite(fresh[d].action).all()):
+                return None
             logs[f"rl/mean_reward_{d}"] = -stats.mean_cost
             logs[f"rl/greedy_a1_share_{d}"] = stats.greedy_a1_share
+        for d in DOMAINS:
+            self.replay[d].push(fresh[d])
         logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
         return fresh
 

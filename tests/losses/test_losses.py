@@ -1,0 +1,137 @@
+"""losses/: the GAN terms of DESIGN §4 and the RL terms of §5 against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from rl_v2v_gan.losses import gan_losses as G
+from rl_v2v_gan.losses.rl_losses import actor_loss, critic_loss, final_cost, per_sample_l1, step_cost, td_target
+
+
+def _clip(b=2, t=5, c=1, h=2, w=3) -> torch.Tensor:
+    """Every element distinct, so a wrong index shows."""
+    return torch.arange(b * t * c * h * w, dtype=torch.float32).view(b, t, c, h, w)
+
+
+# --- windows -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+def test_windows_rows_are_each_clips_windows_and_next_frames(p):
+    x = _clip()
+    b, t = x.shape[:2]
+    w, nxt = G.windows(x, p)
+    assert w.shape == (b * (t - p), p, *x.shape[2:]) and nxt.shape == (b * (t - p), *x.shape[2:])
+    for bi in range(b):
+        for k in range(t - p):
+            row = bi * (t - p) + k
+            assert torch.equal(w[row], x[bi, k:k + p])
+            assert torch.equal(nxt[row], x[bi, k + p])
+
+
+def test_windows_need_more_frames_than_context():
+    with pytest.raises(ValueError, match="T=2"):
+        G.windows(_clip(t=2), 2)
+
+
+# --- adversarial losses ----------------------------------------------------------------------------
+
+LOGITS = torch.tensor([-2.0, -0.5, 0.0, 1.5, 3.0])
+FAKE = torch.tensor([0.7, -1.2, 2.2])
+
+
+def _bce(x: float, target: float) -> float:
+    s = 1 / (1 + math.exp(-x))
+    return -(target * math.log(s) + (1 - target) * math.log(1 - s))
+
+
+def test_generator_adv_loss_vanilla_is_bce_toward_real():
+    expected = sum(_bce(v, 1.0) for v in LOGITS.tolist()) / len(LOGITS)
+    assert G.generator_adv_loss(LOGITS).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_generator_adv_loss_lsgan_is_squared_distance_to_one():
+    expected = sum((v - 1) ** 2 for v in LOGITS.tolist()) / len(LOGITS)
+    assert G.generator_adv_loss(LOGITS, "lsgan").item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_discriminator_loss_vanilla_and_lsgan():
+    real_bce = sum(_bce(v, 1.0) for v in LOGITS.tolist()) / len(LOGITS)
+    fake_bce = sum(_bce(v, 0.0) for v in FAKE.tolist()) / len(FAKE)
+    assert G.discriminator_loss(LOGITS, FAKE).item() == pytest.approx(0.5 * (real_bce + fake_bce), rel=1e-6)
+    real_ls = sum((v - 1) ** 2 for v in LOGITS.tolist()) / len(LOGITS)
+    fake_ls = sum(v**2 for v in FAKE.tolist()) / len(FAKE)
+    assert G.discriminator_loss(LOGITS, FAKE, "lsgan").item() == pytest.approx(0.5 * (real_ls + fake_ls), rel=1e-6)
+
+
+def test_vanilla_loss_is_stable_for_large_logits():
+    big = torch.tensor([-200.0, 200.0])
+    assert torch.isfinite(G.discriminator_loss(big, -big))
+    assert G.generator_adv_loss(torch.tensor([200.0])).item() == pytest.approx(0.0, abs=1e-6)
+    assert G.generator_adv_loss(torch.tensor([-200.0])).item() == pytest.approx(200.0)
+
+
+def test_unknown_gan_mode_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="vanilla, lsgan"):
+        G.generator_adv_loss(LOGITS, "wgan")
+
+
+def test_l1_terms():
+    a, b = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    for fn in (G.recurrent_loss, G.recycle_loss, G.cycle_loss, G.l1):
+        assert fn(a, b).item() == pytest.approx((1 + 0 + 2 + 2) / 4)
+    assert per_sample_l1(a, b).tolist() == [0.5, 2.0]
+
+
+# --- RL terms --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["vanilla", "lsgan"])
+def test_costs_are_non_negative(mode):
+    g = torch.Generator().manual_seed(0)
+    n = 64
+    logits = torch.randn(n, generator=g) * 5
+    frames = [torch.rand(n, 3, 4, 4, generator=g) * 2 - 1 for _ in range(4)]
+    cost = step_cost(logits, *frames, lambda_rr=0.1, lambda_rc=0.1, gan_mode=mode)
+    assert cost.shape == (n,) and (cost >= 0).all()
+    final = final_cost(logits, 1.0, mode)
+    assert final.shape == (n,) and (final >= 0).all()
+    assert (final_cost(logits, 0.0, mode) == 0).all()
+
+
+def test_step_cost_matches_its_formula():
+    logits = torch.tensor([0.3, -1.0])
+    action = torch.tensor([[0.5, 0.5], [0.0, -1.0]])
+    real_next = torch.tensor([[0.0, 0.5], [1.0, 1.0]])
+    a1 = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    a2 = torch.tensor([[0.0, 0.0], [0.0, 0.5]])
+    expected = [_bce(0.3, 1.0) + 0.2 * 0.25 + 0.4 * 0.5, _bce(-1.0, 1.0) + 0.2 * 1.5 + 0.4 * 0.25]
+    got = step_cost(logits, action, real_next, a1, a2, 0.2, 0.4)
+    torch.testing.assert_close(got, torch.tensor(expected))
+    assert final_cost(torch.tensor([0.3]), 2.0).item() == pytest.approx(2 * _bce(0.3, 1.0), rel=1e-6)
+
+
+def test_td_target_hand_computed():
+    cost = torch.tensor([1.0, 2.0, 0.5])
+    done = torch.tensor([False, True, False])
+    next_q = torch.tensor([3.0, 4.0, 10.0])
+    y = td_target(cost, done, next_q, 0.9)
+    torch.testing.assert_close(y, torch.tensor([1.0 + 0.9 * 3.0, 2.0, 0.5 + 0.9 * 10.0]))
+
+
+def test_critic_loss_is_huber_and_does_not_differentiate_the_target():
+    q = torch.tensor([1.0, 5.0, -1.0], requires_grad=True)
+    y = torch.tensor([1.5, 2.0, -1.0], requires_grad=True)
+    loss = critic_loss(q, y)
+    # |d| = 0.5 -> 0.5 d^2 = 0.125; |d| = 3 -> |d| - 0.5 = 2.5; 0 -> 0.
+    assert loss.item() == pytest.approx((0.125 + 2.5 + 0.0) / 3)
+    loss.backward()
+    assert y.grad is None
+    torch.testing.assert_close(q.grad, torch.tensor([-0.5, 1.0, 0.0]) / 3)
+
+
+def test_actor_loss_is_the_mean_q():
+    q = torch.tensor([1.0, 3.0], requires_grad=True)
+    loss = actor_loss(q)
+    assert loss.item() == 2.0
+    loss.backward()
+    torch.testing.assert_close(q.grad, torch.tensor([0.5, 0.5]))

