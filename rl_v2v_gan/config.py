@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,8 @@ class Config:
             value = getattr(self, name)
             if choices and value not in choices:
                 bad(name, f"must be one of {', '.join(choices)}", value)
+            if isinstance(value, float) and not math.isfinite(value):
+                bad(name, "must be a finite number", value)
         if len(self.input_shape) != 4:
             bad("input_shape", "needs four values T H W C", self.input_shape)
         self.input_shape = tuple(int(v) for v in self.input_shape)

@@ -67,9 +67,12 @@ def run_cli(capsys, argv) -> tuple[int, str, str]:
     return code, out, err
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / max(mse, 1e-12)))
+def luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of the luma of uint8 ``[F,3,H,W]`` frames: mp4 (yuv420p) keeps luma at full resolution but
+    halves chroma, which alone costs an untrained generator's noisy colours ~17 dB at 16x16."""
+    weights = np.array([0.299, 0.587, 0.114])
+    ya, yb = (np.einsum("fchw,c->fhw", f.astype(np.float64), weights) for f in (a, b))
+    return float(10 * np.log10(255.0**2 / max(np.mean((ya - yb) ** 2), 1e-12)))
 
 
 def expected_output(nets, src, gen="gen_ab") -> np.ndarray:
@@ -92,7 +95,7 @@ def test_translate_keeps_frame_count_and_fps(runs, nets, carphone, tmp_path, cap
     frames, _ = video_io.read_video(out)
     assert frames.shape == (120, 3, H, W)
     # The encoded video is the generator's output, up to the codec's loss.
-    assert psnr(frames, expected_output(nets, carphone)) > 25
+    assert luma_psnr(frames, expected_output(nets, carphone)) > 30
     assert [p.name for p in out.parent.iterdir()] == [out.name]  # no temporary file left beside it
 
 
@@ -103,8 +106,8 @@ def test_side_by_side_doubles_the_width(runs, nets, carphone, tmp_path):
     assert (info.num_frames, info.width, info.height) == (120, 2 * W, H)
     frames, _ = video_io.read_video(out)
     source = video_io.read_video(carphone, (H, W))[0]
-    assert psnr(frames[..., :W], source) > 25  # input on the left
-    assert psnr(frames[..., W:], expected_output(nets, carphone)) > 25  # translation on the right
+    assert luma_psnr(frames[..., :W], source) > 30  # input on the left
+    assert luma_psnr(frames[..., W:], expected_output(nets, carphone)) > 30  # translation on the right
 
 
 def test_output_size_source_gives_the_source_size(runs, carphone, tmp_path):
@@ -124,8 +127,8 @@ def test_b2a_uses_the_other_generator(runs, nets, carphone, tmp_path):
     frames_a2b, frames_b2a = video_io.read_video(a2b)[0], video_io.read_video(b2a)[0]
     assert frames_b2a.shape == frames_a2b.shape == (120, 3, H, W)
     expected_b2a = expected_output(nets, carphone, "gen_ba")
-    assert psnr(frames_b2a, expected_b2a) > 25
-    assert psnr(frames_a2b, expected_b2a) < psnr(frames_b2a, expected_b2a) - 3
+    assert luma_psnr(frames_b2a, expected_b2a) > 30
+    assert luma_psnr(frames_a2b, expected_b2a) < luma_psnr(frames_b2a, expected_b2a) - 10
 
 
 def test_frame_folder_with_odd_size_in_source_size(runs, carphone, tmp_path):

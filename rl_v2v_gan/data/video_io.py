@@ -299,6 +299,9 @@ def _open_video(path: Path):
     if not container.streams.video:
         container.close()
         raise UserError(f"cannot decode video '{path}': it has no video stream")
+    if container.streams.video[0].codec_context is None:  # e.g. a file cut inside its header
+        container.close()
+        raise UserError(f"cannot decode video '{path}': its video stream has no usable codec")
     return container
 
 

@@ -53,9 +53,14 @@ def test_each_phase_changes_only_its_own_networks(tiny_config, make_trainer, mak
     assert trainer._critic_phase(fresh, logs)
     assert _changed_networks(before, nets) == CRITICS
 
+    grads = {n: [None if p.grad is None else p.grad.clone() for p in getattr(nets, n).parameters()]
+             for n in DISCS | CRITICS}
     before = _snapshot(nets)
     assert trainer._g_phase(real, fake, logs)
     assert _changed_networks(before, nets) == POLICY
+    for n, old in grads.items():  # frozen critics: the generator objective sends them no gradient
+        for p, g in zip(getattr(nets, n).parameters(), old):
+            assert (p.grad is None and g is None) or torch.equal(p.grad, g), n
 
 
 def test_soft_update_is_the_only_way_targets_move(tiny_config, make_trainer, make_batch, monkeypatch):
