@@ -22,6 +22,8 @@ MODES = ("prepare_data", "train", "eval", "translate")
 METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
+# Flags that shape the networks: a checkpoint only loads into networks built with the same values.
+ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm")
 
 
 def _f(default: Any, doc: str, **meta: Any) -> Any:

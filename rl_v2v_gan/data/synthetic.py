@@ -4,7 +4,7 @@ A scene (shapes with random kind, size, colour, start and velocity) is rendered 
 style (domain A: bright sky gradient, saturated shapes) or the "night" style (domain B: dark
 background, dimmed bluish shapes with a glow, vignette). The style is a deterministic function of
 the scene, so a scene rendered both ways gives exact ground truth. Everything is vectorised numpy
-over scenes, frames, shapes and pixels; a scene depends only on ``(seed, split, index)``.
+over scenes, frames, shapes and pixels; the scenes of a split depend only on ``(seed, split, count)``.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def generate(split: str, n: int, shape: tuple[int, int, int, int], seed: int, st
              chunk: int = 64) -> np.ndarray:
     """``n`` clips of ``split``'s scenes in ``style`` as uint8 ``[n, T, C, H, W]``.
 
-    Scenes depend only on ``(seed, split)`` and the clip index, so the same split rendered in the
+    Scenes depend only on ``(seed, split, n)``, so the same split rendered in the
     other style shows the same scenes (that is the ground truth of the test split).
     """
     t, h, w, c = shape

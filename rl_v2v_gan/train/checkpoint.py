@@ -31,14 +31,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..config import ARCH_FLAGS
 from ..errors import UserError
 from ..utils.fs import atomic_dir, atomic_write_text
 
 LATEST = "latest"
 CHECKPOINT_RE = re.compile(r"^(epoch_\d{4,}|step_\d{8,})$")
 FILES = ("networks.safetensors", "state.pt", "config.json")
-# Architecture flags: a checkpoint made with other values cannot be loaded into these networks.
-ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm")
 
 
 def _sha256(path: Path) -> str:

@@ -1,0 +1,113 @@
+"""Training step time, peak memory and FLOPs of the three methods at one config, in one process.
+
+    .venv/bin/python benchmarks/bench_train.py                       # 16x64x64x3, batch 4, ngf=ndf=64
+    .venv/bin/python benchmarks/bench_train.py --input_shape 4 32 32 3 --batch_size 2 --ngf 16 --ndf 16
+
+Prints per method: median step seconds, clips/s, ratio to recycle_gan, model FLOPs per step
+(torch.utils.flop_counter, forward + backward of every network call), achieved FLOP/s and, on
+CUDA, MFU against the device's peak (``--peak_tflops``). Peak memory: CUDA max allocated, or
+process peak RSS on CPU (each method runs in its own subprocess so RSS peaks do not mix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+METHODS = ("recycle_gan", "rl_v2v_gan", "cycle_gan")
+
+
+def measure(method: str, args) -> dict:
+    from rl_v2v_gan.config import make_config
+    from rl_v2v_gan.train.distributed import DistInfo, resolve_device
+    from rl_v2v_gan.train.loop import build_trainer
+
+    device = resolve_device(args.device)
+    cfg = make_config(method=method, input_shape=tuple(args.input_shape), batch_size=args.batch_size, ngf=args.ngf,
+                      ndf=args.ndf, buffer_size=args.buffer_size, amp=args.amp, compile=args.compile,
+                      device=args.device)
+    trainer = build_trainer(cfg, device, DistInfo())
+    t, h, w, c = cfg.input_shape
+    g = torch.Generator().manual_seed(0)
+    batch = {d: torch.randint(0, 256, (cfg.batch_size, t, c, h, w), dtype=torch.uint8, generator=g) for d in "ab"}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(args.warmup):  # oneDNN / cuDNN / compile warm-up per shape
+        trainer.train_step(batch)
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        trainer.train_step(batch)
+        sync()
+        times.append(time.perf_counter() - start)
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_step(batch)
+    step = statistics.median(times)
+    out = {"method": method, "step_s": step, "clips_per_s": cfg.batch_size / step,
+           "flops_per_step": counter.get_total_flops(), "device": str(device)}
+    out["flops_per_s"] = out["flops_per_step"] / step
+    if device.type == "cuda":
+        out["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        out["device_name"] = torch.cuda.get_device_name()
+    else:
+        out["peak_mem_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input_shape", nargs=4, type=int, default=[16, 64, 64, 3])
+    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--ngf", type=int, default=64)
+    p.add_argument("--ndf", type=int, default=64)
+    p.add_argument("--buffer_size", type=int, default=10000)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--peak_tflops", type=float, default=None,
+                   help="device peak for MFU (e.g. 989 for H100 SXM dense bf16)")
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one method, print JSON
+    args = p.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args)))
+        return
+    rows = []
+    for method in args.methods:  # a subprocess each: clean peak-memory figures
+        argv = [a for a in sys.argv[1:] if a != "--methods" and a not in args.methods]
+        proc = subprocess.run([sys.executable, __file__, *argv, "--one", method], capture_output=True, text=True)
+        if proc.returncode:
+            sys.exit(proc.stderr)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    base = next((r for r in rows if r["method"] == "recycle_gan"), rows[0])
+    t, h, w, c = args.input_shape
+    print(f"config: {t}x{h}x{w}x{c}, batch {args.batch_size}, ngf {args.ngf}, ndf {args.ndf}, amp {args.amp}, "
+          f"compile {args.compile}, device {rows[0].get('device_name', rows[0]['device'])}, "
+          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'method':<12}{'step s':>9}{'clips/s':>9}{'x recycle':>11}{'GFLOP/step':>12}{'GFLOP/s':>10}"
+          f"{'MFU':>7}{'peak MiB':>10}{'mem x':>7}")
+    for r in rows:
+        mfu = f"{r['flops_per_s'] / (args.peak_tflops * 1e12):.1%}" if args.peak_tflops else "n/a"
+        print(f"{r['method']:<12}{r['step_s']:>9.3f}{r['clips_per_s']:>9.2f}{r['step_s'] / base['step_s']:>11.2f}"
+              f"{r['flops_per_step'] / 1e9:>12.1f}{r['flops_per_s'] / 1e9:>10.1f}{mfu:>7}"
+              f"{r['peak_mem_mib']:>10.0f}{r['peak_mem_mib'] / base['peak_mem_mib']:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""train/checkpoint.py: exact resume, ``latest``, damaged and foreign checkpoints, no code in state.pt."""
+
+import builtins
+import hashlib
+import json
+
+import pytest
+import torch
+
+from rl_v2v_gan.errors import UserError
+from rl_v2v_gan.models.networks import networks_from_config
+from rl_v2v_gan.train import checkpoint as ckpt_io
+from rl_v2v_gan.train.loop import restore
+from rl_v2v_gan.train.trainer import Trainer
+
+
+def _save(trainer, cfg):
+    return ckpt_io.save_checkpoint(cfg.run_dir, trainer, cfg.to_json(), cfg.steps_per_epoch)
+
+
+@pytest.fixture
+def run(tiny_config, make_trainer, make_batch):
+    """A tiny RL run with two checkpoints (after steps 1 and 2); returns (cfg, trainer)."""
+    cfg = tiny_config(method="rl_v2v_gan", steps_per_epoch=2)
+    trainer = make_trainer(cfg, seed=0)
+    for step in range(2):
+        trainer.train_step(make_batch(seed=step))
+        _save(trainer, cfg)
+    return cfg, trainer
+
+
+def _fresh(cfg, seed=123) -> Trainer:
+    torch.manual_seed(seed)  # other initial weights: only the checkpoint can make them equal
+    return Trainer(cfg, networks_from_config(cfg), torch.device("cpu"))
+
+
+def test_round_trip_gives_the_identical_next_step(run, make_batch):
+    cfg, trainer = run
+    assert len(trainer.replay["a"]) > 0
+    nxt = make_batch(seed=7)
+    continued = trainer.train_step(nxt)
+
+    resumed = _fresh(cfg)
+    ckpt = restore(cfg, resumed.nets, resumed, None)
+    assert ckpt.name == "epoch_0001" and resumed.step == 2
+    assert len(resumed.replay["a"]) == 2 * 2 * (4 - 2)
+    again = resumed.train_step(nxt)
+    assert again == continued
+    for k, v in resumed.nets.state_dict().items():
+        assert torch.equal(v, trainer.nets.state_dict()[k]), k
+
+
+def test_latest_names_the_newest(run):
+    cfg, _ = run
+    assert (cfg.run_dir / "latest").read_text().strip() == "epoch_0001"
+    assert [p.name for p in ckpt_io.list_checkpoints(cfg.run_dir)] == ["step_00000001", "epoch_0001"]
+    assert ckpt_io.resolve(cfg.run_dir).name == "epoch_0001"
+    manifest = json.loads((cfg.run_dir / "epoch_0001" / "manifest.json").read_text())
+    assert manifest["step"] == 2 and set(manifest["sha256"]) >= {"networks.safetensors", "state.pt",
+                                                                  "replay.safetensors", "config.json"}
+
+
+def _flip_bytes(path, offset=-64, n=8):
+    data = bytearray(path.read_bytes())
+    for i in range(offset, offset + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_latest_is_skipped_for_the_previous_intact_one(run):
+    cfg, _ = run
+    _flip_bytes(cfg.run_dir / "epoch_0001" / "networks.safetensors")
+    warnings = []
+    assert ckpt_io.resolve(cfg.run_dir, log=warnings.append).name == "step_00000001"
+    assert len(warnings) == 1 and "epoch_0001" in warnings[0] and "networks.safetensors" in warnings[0]
+    resumed = _fresh(cfg)
+    restore(cfg, resumed.nets, resumed, None, log=lambda *a: None)
+    assert resumed.step == 1
+
+
+def test_damaged_checkpoint_named_explicitly_is_an_error(run):
+    cfg, _ = run
+    _flip_bytes(cfg.run_dir / "epoch_0001" / "networks.safetensors")
+    with pytest.raises(UserError, match="epoch_0001 is damaged: networks.safetensors does not match"):
+        ckpt_io.resolve(cfg.run_dir, "epoch_0001")
+    with pytest.raises(UserError, match="no checkpoint 'epoch_0009'.*available: step_00000001, epoch_0001"):
+        ckpt_io.resolve(cfg.run_dir, "epoch_0009")
+
+
+def test_no_intact_checkpoint_is_an_error(run):
+    cfg, _ = run
+    for name in ("step_00000001", "epoch_0001"):
+        _flip_bytes(cfg.run_dir / name / "state.pt", offset=40)
+    with pytest.raises(UserError, match="no checkpoint in"):
+        ckpt_io.resolve(cfg.run_dir, log=lambda *a: None)
+
+
+def test_other_architecture_is_refused_naming_the_flag(run, tiny_config):
+    cfg, _ = run
+    other = tiny_config(method="rl_v2v_gan", steps_per_epoch=2, ngf=8)
+    with pytest.raises(UserError, match=r"--ngf 4 \(checkpoint\) vs 8 \(now\)"):
+        restore(other, networks_from_config(other), None, None)
+
+
+def test_load_networks_lists_mismatched_keys(run, tiny_config):
+    cfg, _ = run
+    ckpt = ckpt_io.resolve(cfg.run_dir)
+    wider = networks_from_config(tiny_config(method="rl_v2v_gan", ngf=8))
+    with pytest.raises(UserError, match=r"does not match the networks: shape \(\d+\): .*gen_ab\."):
+        ckpt_io.load_networks(ckpt, wider)
+    fewer = networks_from_config(tiny_config(method="recycle_gan"))
+    with pytest.raises(UserError, match=r"unexpected \(\d+\): gen_ab_target\."):
+        ckpt_io.load_networks(ckpt, fewer)
+
+
+class _Payload:
+    """Unpickling this creates a file: the side effect a malicious checkpoint would rely on."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return builtins.open, (self.path, "w")
+
+
+def test_state_with_pickled_code_is_refused_without_running_it(run, tmp_path):
+    cfg, _ = run
+    ckpt = ckpt_io.resolve(cfg.run_dir)
+    marker = tmp_path / "pwned"
+    state_pt = ckpt / "state.pt"
+    torch.save({"trainer": _Payload(marker), "rng": {}}, state_pt)
+    # An attacker can rewrite the manifest as well: the refusal must not rely on the checksum.
+    manifest = json.loads((ckpt / "manifest.json").read_text())
+    manifest["sha256"]["state.pt"] = hashlib.sha256(state_pt.read_bytes()).hexdigest()
+    (ckpt / "manifest.json").write_text(json.dumps(manifest))
+    assert ckpt_io.verify(ckpt) is None
+
+    resumed = _fresh(cfg)
+    with pytest.raises(UserError, match="refusing to load .*state.pt"):
+        restore(cfg, resumed.nets, resumed, None)
+    assert not marker.exists()
+
+    # The payload is live: a plain unpickler would have run it (so the assertion above can fail).
+    torch.load(state_pt, weights_only=False)
+    assert marker.exists()
