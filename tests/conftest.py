@@ -20,6 +20,9 @@ TINY = dict(input_shape=(4, 16, 16, 3), ngf=4, ndf=4, n_res_blocks=1, batch_size
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a longer learning run (tens of seconds); still runs by default")
+    # Tiny tensors gain nothing from intra-op threads, and on a busy machine their spin-waits
+    # make the suite several times slower; subprocesses a test starts are not affected.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

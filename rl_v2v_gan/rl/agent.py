@@ -64,6 +64,12 @@ def choose(q1: torch.Tensor, q2: torch.Tensor, sigma2: float) -> tuple[torch.Ten
     return torch.where(explored, coin, q1 <= q2), explored
 
 
+def q_pair(q_d: nn.Module, state: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(q_d(s, a1), q_d(s, a2))`` in one batched call (half the kernel launches)."""
+    return q_d(torch.cat([state, state]), torch.cat([a1, a2])).chunk(2)
+
+
 def select(pick_a1: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
     return torch.where(pick_a1.view(-1, *[1] * (a1.dim() - 1)), a1, a2)
 
@@ -77,7 +83,7 @@ def greedy_action(policy: Policy, state: torch.Tensor, a1: torch.Tensor | None =
     """
     if a1 is None or a2 is None:
         a1, a2 = candidates(policy, state)
-    q1, q2 = policy.q_d(state, a1), policy.q_d(state, a2)
+    q1, q2 = q_pair(policy.q_d, state, a1, a2)
     pick_a1 = (q1 <= q2).detach()
     return select(pick_a1, a1, a2), torch.where(pick_a1, q1, q2)
 
@@ -103,7 +109,7 @@ def rollout(policy: Policy, disc_d: nn.Module, vdisc_d: nn.Module, real: torch.T
     states, actions, a1s, a2s, picks, explored_all = [], [], [], [], [], []
     for _ in range(steps):  # sequential by nature: each state contains the previous action
         a1, a2 = candidates(policy, state)
-        pick_a1, explored = choose(policy.q_d(state, a1), policy.q_d(state, a2), sigma2)
+        pick_a1, explored = choose(*q_pair(policy.q_d, state, a1, a2), sigma2)
         action = select(pick_a1, a1, a2)
         states.append(state)
         actions.append(action)
