@@ -100,6 +100,10 @@ class Trainer:
             if self.rl:
                 fresh = self._collect(real, logs)
                 ok &= fresh is not None and self._critic_phase(fresh, logs)
+                if fresh is not None:  # after the draw: the buffer part of a minibatch is older experience
+                    for d in DOMAINS:
+                        self.replay[d].push(fresh[d])
+                    logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
             ok &= self._g_phase(real, fake, logs)
         self.scaler.update()
         if self.rl:
@@ -131,9 +135,9 @@ class Trainer:
 
     @torch.no_grad()
     def _collect(self, real, logs) -> dict | None:
-        """Roll out one episode per clip and domain; push the transitions into the replay buffers.
+        """Roll out one episode per clip and domain under ``no_grad``: the fresh transitions.
 
-        None (nothing pushed) when a rollout is not finite: one bad batch must not poison the buffer.
+        None when a rollout is not finite: such a batch is neither learned from nor stored.
         """
         cfg, fresh = self.cfg, {}
         for d in DOMAINS:
@@ -144,9 +148,6 @@ class Trainer:
                 return None
             logs[f"rl/mean_reward_{d}"] = -stats.mean_cost
             logs[f"rl/greedy_a1_share_{d}"] = stats.greedy_a1_share
-        for d in DOMAINS:
-            self.replay[d].push(fresh[d])
-        logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
         return fresh
 
     def _critic_phase(self, fresh, logs) -> bool:

@@ -47,7 +47,8 @@ def test_each_phase_changes_only_its_own_networks(tiny_config, make_trainer, mak
     before = _snapshot(nets)
     fresh = trainer._collect(real, logs)
     assert _changed_networks(before, nets) == set()
-    assert len(trainer.replay["a"]) == len(fresh["a"]) == 2 * (4 - 2)
+    assert len(fresh["a"]) == 2 * (4 - 2)
+    assert len(trainer.replay["a"]) == 0  # train_step stores the rollout after the critic's draw
 
     before = _snapshot(nets)
     assert trainer._critic_phase(fresh, logs)
@@ -61,6 +62,15 @@ def test_each_phase_changes_only_its_own_networks(tiny_config, make_trainer, mak
     for n, old in grads.items():  # frozen critics: the generator objective sends them no gradient
         for p, g in zip(getattr(nets, n).parameters(), old):
             assert (p.grad is None and g is None) or torch.equal(p.grad, g), n
+
+
+def test_minibatch_draws_only_older_experience(tiny_config, make_trainer, make_batch):
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan", sigma1=1.0))
+    logs = trainer.train_step(make_batch())
+    assert logs["rl/from_buffer_a"] == 0.0  # step 1: the buffer was empty when the minibatch was drawn
+    assert logs["rl/replay_size"] == 2 * 2 * (4 - 2)  # then both domains' rollouts were stored
+    logs = trainer.train_step(make_batch())
+    assert logs["rl/from_buffer_a"] == 1.0  # step 2: a full minibatch of older experience exists
 
 
 def test_soft_update_is_the_only_way_targets_move(tiny_config, make_trainer, make_batch, monkeypatch):
