@@ -54,6 +54,7 @@ class Trainer:
         self.replay = {d: ReplayBuffer(max(1, cfg.buffer_size // 2), (self.p, c, h, w), device) for d in DOMAINS} \
             if self.rl else {}
         self.step = 0
+        self._scaled = False
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
 
@@ -81,6 +82,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             return False
         self.scaler.step(opt)  # with fp16, the scaler itself skips overflowing steps
+        self._scaled = True
         return True
 
     # --- the step -----------------------------------------------------------------------------
@@ -92,7 +94,7 @@ class Trainer:
             if real[d].shape[1:] != real["a"].shape[1:] or real[d].dim() != 5:
                 raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
         logs: dict[str, float] = {}
-        ok = True
+        ok, self._scaled = True, False
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
@@ -105,7 +107,8 @@ class Trainer:
                         self.replay[d].push(fresh[d])
                     logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
             ok &= self._g_phase(real, fake, logs)
-        self.scaler.update()
+        if self._scaled:  # GradScaler.update needs at least one scaled step in the iteration
+            self.scaler.update()
         if self.rl:
             for target, online in self.nets.target_pairs():
                 soft_update(target, online, self.cfg.tau)
