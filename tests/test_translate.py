@@ -131,6 +131,16 @@ def test_b2a_uses_the_other_generator(runs, nets, carphone, tmp_path):
     assert luma_psnr(frames_a2b, expected_b2a) < luma_psnr(frames_b2a, expected_b2a) - 10
 
 
+def test_run_name_alone_adopts_the_trained_networks(runs, nets, carphone, tmp_path):
+    out = tmp_path / "adopted.mp4"
+    argv = translate_argv(runs, carphone, out)
+    del argv[argv.index(NETS[0]):argv.index(NETS[-1]) + 1]  # no --input_shape / --ngf / ... flags
+    assert main(argv) == 0
+    frames = video_io.read_video(out)[0]
+    assert frames.shape == (120, 3, H, W)
+    assert luma_psnr(frames, expected_output(nets, carphone)) > 30
+
+
 def test_frame_folder_with_odd_size_in_source_size(runs, carphone, tmp_path):
     frames = video_io.read_video(carphone, (25, 33))[0][:10]  # odd height and width
     folder = tmp_path / "shots"
