@@ -28,7 +28,8 @@ test: install
 bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_models.py
-	$(PY) benchmarks/bench_train.py
+	$(PY) benchmarks/bench_train.py --ngf 16 --ndf 16
+	$(PY) benchmarks/bench_video.py --quick
 
 clean:
 	rm -rf $(VENV) checkpoints data *.egg-info

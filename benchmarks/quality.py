@@ -42,7 +42,7 @@ VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 MODES = {
     # frame side, clip length, training steps, ngf = ndf, batch size, test batches evaluated
     "quick": dict(size=16, t=4, steps=4, ngf=4, batch=2, eval_batches=2),
-    "full": dict(size=32, t=6, steps=600, ngf=16, batch=4, eval_batches=20),
+    "full": dict(size=32, t=6, steps=240, ngf=16, batch=4, eval_batches=20),
 }
 
 
