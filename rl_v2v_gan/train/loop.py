@@ -22,6 +22,7 @@ from ..data.dataset import StepSampler, UnpairedClips
 from ..data.factory import prepare_data
 from ..errors import UserError
 from ..models.networks import Networks, networks_from_config
+from ..utils.fs import atomic_write_text
 from . import checkpoint as ckpt_io
 from .distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
 from .trainer import NonFiniteError, Trainer
@@ -120,8 +121,10 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
     existing = ckpt_io.list_checkpoints(run_dir)
     if cfg.resume:
         ckpt = restore(cfg, trainer.nets, trainer, cfg.checkpoint, log)
+        if info.rank:  # the checkpoint holds rank 0's RNG state; other ranks keep exploring differently
+            torch.manual_seed(hash((cfg.seed, info.rank, trainer.step)) & 0x7FFF_FFFF_FFFF)
         log(f"resumed from {ckpt} at step {trainer.step}")
-    elif existing and info.is_main:
+    elif existing:
         raise UserError(f"run {run_dir} already has checkpoints (newest: {existing[-1].name}): pass --resume to "
                         f"continue it, or choose another --checkpoint_name")
     log(trainer.nets.summary())
@@ -137,7 +140,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.glob(".*.tmp"):  # leftovers of a save that was killed
             shutil.rmtree(stale, ignore_errors=True)
-        (run_dir / "config.json").write_text(cfg.to_json())
+        atomic_write_text(run_dir / "config.json", cfg.to_json())
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tensorboard"))
