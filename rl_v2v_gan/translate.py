@@ -16,8 +16,7 @@ from tqdm import tqdm
 
 from .config import Config
 from .data import video_io
-from .data.dataset import to_float, to_uint8
-from .data.folder import to_channels
+from .data.dataset import to_channels, to_float, to_uint8
 from .errors import UserError
 from .models.generator import Generator
 

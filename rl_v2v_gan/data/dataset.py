@@ -16,6 +16,18 @@ from ..errors import UserError
 from .store import ClipStore
 
 
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B
+
+
+def to_channels(frames: np.ndarray, channels: int) -> np.ndarray:
+    """RGB frames ``[..., 3, H, W]`` to the model's channel count: as they are, or BT.601 luma
+    ``[..., 1, H, W]`` (uint8 in, rounded uint8 out; float in, float out)."""
+    if channels == 3:
+        return frames
+    y = np.tensordot(frames.astype(np.float32), np.array(LUMA, np.float32), axes=([-3], [0]))[..., None, :, :]
+    return np.round(y).astype(np.uint8) if frames.dtype == np.uint8 else y
+
+
 def to_float(clip: torch.Tensor) -> torch.Tensor:
     """uint8 ``[..., C, H, W]`` in 0..255 to float in [-1, 1] (on whatever device ``clip`` is)."""
     return clip.float().mul_(1.0 / 127.5).sub_(1.0)

@@ -17,12 +17,12 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import Config
 from ..errors import UserError
 from ..utils.fs import atomic_save_npy
 from . import video_io
+from .dataset import to_channels
 from .store import SPLITS, ClipStore, read_manifest, write_manifest
 
 SEED_PRESETS = {"city": "day / night driving", "flower": "red / yellow flowers", "artificial": "simulation / real"}
@@ -40,15 +40,6 @@ def list_sources(folder: Path) -> list[Path]:
         return []
     found = [p for p in folder.iterdir() if not p.name.startswith(".") and video_io.is_video_source(p)]
     return sorted(found, key=lambda p: video_io.natural_key(p.name))
-
-
-def to_channels(frames: np.ndarray, channels: int) -> np.ndarray:
-    """Decoded RGB uint8 ``[F,3,H,W]`` to the model's channel count (luma for C=1)."""
-    if channels == 3:
-        return frames
-    luma = torch.from_numpy(frames).float()
-    luma = torch.einsum("fchw,c->fhw", luma, torch.tensor([0.299, 0.587, 0.114]))
-    return luma.round().clamp(0, 255).to(torch.uint8)[:, None].numpy()
 
 
 def _stat(path: Path) -> tuple[int, float]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .dataset import to_channels
+
 MAX_SHAPES = 4
 CIRCLE, SQUARE, TRIANGLE = 0, 1, 2
 # Stream ids keep the scenes of different splits disjoint: train A, train B and test are
@@ -101,9 +103,7 @@ def render(scenes: dict[str, np.ndarray], h: int, w: int, style: str) -> np.ndar
 
 def to_uint8(img: np.ndarray, channels: int) -> np.ndarray:
     """Float RGB ``[..., 3, H, W]`` in [0,1] to uint8 with 3 channels, or 1 channel of luma."""
-    if channels == 1:
-        img = np.tensordot(img, np.array([0.299, 0.587, 0.114], dtype=np.float32), axes=([-3], [0]))[..., None, :, :]
-    return np.round(img * 255.0).astype(np.uint8)
+    return np.round(to_channels(img, channels) * 255.0).astype(np.uint8)
 
 
 def generate(split: str, n: int, shape: tuple[int, int, int, int], seed: int, style: str,

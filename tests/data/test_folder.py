@@ -18,7 +18,8 @@ from rl_v2v_gan.data import video_io
 from rl_v2v_gan.data import dataset as clip_datasets
 from rl_v2v_gan.data.dataset import StepSampler, UnpairedClips
 from rl_v2v_gan.data.factory import prepare_data
-from rl_v2v_gan.data.folder import list_sources, prepare_folder, store_dir, to_channels
+from rl_v2v_gan.data.dataset import to_channels
+from rl_v2v_gan.data.folder import list_sources, prepare_folder, store_dir
 from rl_v2v_gan.data.store import MANIFEST, ClipStore
 from rl_v2v_gan.errors import UserError
 
