@@ -13,7 +13,7 @@ import sys
 import typing
 from typing import Any, Sequence
 
-from .config import ARCH_FLAGS, Config, field_docs, load_preset, make_config
+from .config import ARCH_FLAGS, DATA_FLAGS, Config, field_docs, load_preset, make_config
 from .errors import ConfigError, UserError
 
 PROG = "rl-v2v-gan"
@@ -53,16 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse flags (over an optional ``--config`` preset) into a validated Config.
 
-    In eval and translate modes, architecture flags given neither on the command line nor in the
-    preset take the values the run was trained with (its ``config.json``), so
-    ``--checkpoint_name NAME`` is enough to use a trained model.
+    In eval and translate modes, architecture and data flags given neither on the command line
+    nor in the preset take the values the run was trained with (its ``config.json``), so
+    ``--checkpoint_name NAME`` is enough to use a trained model on its own data.
     """
     args = vars(build_parser().parse_args(argv))
     cfg = make_config(**args)
     if cfg.mode in ("eval", "translate"):
         given = set(args) | (set(load_preset(cfg.config)) if cfg.config else set())
         saved = _run_config(cfg)
-        adopted = {k: saved[k] for k in ARCH_FLAGS if k in saved and k not in given}
+        adopted = {k: saved[k] for k in ARCH_FLAGS + DATA_FLAGS if k in saved and k not in given}
         if adopted:
             cfg = make_config(**{**args, **adopted})
     return cfg

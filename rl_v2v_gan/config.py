@@ -24,6 +24,9 @@ DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Flags that shape the networks: a checkpoint only loads into networks built with the same values.
 ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm")
+# Flags that choose the data a run was trained on: eval and translate default to them too.
+DATA_FLAGS = ("dataset", "data_root", "resize_mode", "frame_stride", "synthetic_train_clips",
+              "synthetic_test_clips", "seed")
 
 
 def _f(default: Any, doc: str, **meta: Any) -> Any:
@@ -98,7 +101,7 @@ class Config:
 
     # --- speed ---------------------------------------------------------------------------------
     amp: str = _f("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16"))
-    compile: bool = _f(False, "torch.compile the networks (CUDA)")
+    compile: bool = _f(False, "torch.compile the networks (made for CUDA; works on CPU too)")
 
     # --- translate -----------------------------------------------------------------------------
     input: str | None = _f(None, "translate: input video file or frames folder")
@@ -235,6 +238,12 @@ def load_preset(name_or_path: str) -> dict[str, Any]:
     unknown = sorted(set(values) - set(_FIELDS) | ({"config"} & set(values)))
     if unknown:
         raise ConfigError(f"--config {path}: unknown keys {', '.join(unknown)}")
+    for key, value in values.items():  # YAML reads 1e-4 (no dot) as a string
+        if isinstance(value, str) and "float" in str(_FIELDS[key].type):
+            try:
+                values[key] = float(value)
+            except ValueError:
+                raise ConfigError(f"--config {path}: {key} must be a number, got {value!r}") from None
     return values
 
 

@@ -1,4 +1,4 @@
-"""Datasets by name: prepare a clip store once, open it, and build the loaders."""
+"""Datasets by name: prepare (or find up to date) the clip store of ``--dataset``."""
 
 from __future__ import annotations
 

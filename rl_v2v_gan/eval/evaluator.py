@@ -82,7 +82,8 @@ class VideoEvaluator:
                 break
             x = to_float(item[src].to(self.device))  # [B,T,C,H,W]
             y = gen(x)
-            per_clip = {"cycle_psnr": M.psnr(gen_back(y), x), "cycle_ssim": M.ssim(gen_back(y), x),
+            cyc = gen_back(y)
+            per_clip = {"cycle_psnr": M.psnr(cyc, x), "cycle_ssim": M.ssim(cyc, x),
                         "flicker_ratio": M.flicker_ratio(y, x)}
             if test.has_ground_truth:
                 per_clip.update(paired_metrics(y, to_float(item[f"{dst}_gt"].to(self.device))))

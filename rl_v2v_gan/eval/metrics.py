@@ -5,6 +5,7 @@ numbers match the usual image-metric conventions (data range 1) whatever the mod
 Per-clip metrics return ``[B]`` so the caller decides how to aggregate across a dataset.
 """
 
+import hashlib
 import math
 import os
 
@@ -24,6 +25,9 @@ PSNR_MSE_FLOOR = 1e-10
 FLICKER_FLOOR = 1e-3
 
 INCEPTION_WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
+# The torch hub convention: the name carries the first hex digits of the file's SHA-256. Checking
+# it makes sure an FID is never computed with other weights that merely have the same layers.
+INCEPTION_SHA256_PREFIX = "6726825d"
 FID_WEIGHTS_ENV = "RLV2V_FID_WEIGHTS"
 
 # 2048-d pool features of Inception v3: the layer every published FID is computed on.
@@ -129,11 +133,23 @@ def _find_inception_weights(weights_path: str | None) -> tuple[str | None, str |
     else:
         candidate = os.path.join(torch.hub.get_dir(), "checkpoints", INCEPTION_WEIGHTS_FILE)
         if os.path.isfile(candidate):
-            return candidate, None
+            return _checked(candidate)
         return None, f"no Inception weights: {_how_to_supply_weights()}"
     if not os.path.isfile(candidate):
         return None, f"no Inception weights at {candidate} ({origin}): {_how_to_supply_weights()}"
-    return candidate, None
+    return _checked(candidate)
+
+
+def _checked(path: str) -> tuple[str | None, str | None]:
+    """``(path, None)`` when the file is the standard FID Inception file, else ``(None, reason)``."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(INCEPTION_SHA256_PREFIX):
+        return None, (f"{path} is not the standard FID Inception file (SHA-256 {digest.hexdigest()[:8]}..., "
+                      f"expected {INCEPTION_SHA256_PREFIX}...): {_how_to_supply_weights()}")
+    return path, None
 
 
 class FID:

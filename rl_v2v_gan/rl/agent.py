@@ -20,6 +20,7 @@ from torch import nn
 from ..losses.rl_losses import final_cost, step_cost
 from .replay_buffer import Transitions
 
+DOMAINS = ("a", "b")
 OTHER = {"a": "b", "b": "a"}
 
 

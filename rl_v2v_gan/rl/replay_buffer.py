@@ -74,17 +74,27 @@ class ReplayBuffer:
         n = self.size
         return {"states": self.states[:n].cpu(), "actions": self.actions[:n].cpu(), "costs": self.costs[:n].cpu(),
                 "dones": self.dones[:n].cpu(), "ts": self.ts[:n].cpu(),
-                "pos_size": torch.tensor([self.pos, self.size])}
+                "pos_size": torch.tensor([self.pos, self.size, self.capacity])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        pos, size = (int(v) for v in state["pos_size"])
-        if size > self.capacity or state["states"].shape[1:] != self.states.shape[1:]:
-            raise ValueError(f"replay buffer of shape {list(state['states'].shape)} does not fit capacity "
-                             f"{self.capacity} x {list(self.states.shape[1:])}")
-        for name in ("states", "actions", "costs", "dones", "ts"):
-            getattr(self, name)[:size] = state[name].to(getattr(self, name).device)
+        """Restore a saved buffer. With the same capacity the layout is kept as it was (exact
+        resume); with another ``--buffer_size``, the newest transitions are kept, oldest first."""
+        pos, size, capacity = (int(v) for v in state["pos_size"])
+        if state["states"].shape[1:] != self.states.shape[1:]:
+            raise ValueError(f"replay buffer frames {list(state['states'].shape[1:])} do not fit "
+                             f"{list(self.states.shape[1:])}")
+        names = ("states", "actions", "costs", "dones", "ts")
+        rows = {name: state[name] for name in names}
+        if capacity != self.capacity:
+            wrapped = size == capacity
+            order = torch.cat([torch.arange(pos, size), torch.arange(0, pos)]) if wrapped else torch.arange(size)
+            order = order[-self.capacity:]
+            rows = {name: v[order] for name, v in rows.items()}
+            size = len(order)
+            pos = size % self.capacity
+        for name in names:
+            getattr(self, name)[:size] = rows[name].to(getattr(self, name).device)
         self.pos, self.size = pos, size
-
 
 def mix(fresh: Transitions, buffer: ReplayBuffer, sigma1: float) -> tuple[Transitions, float]:
     """The critic's minibatch: element i is a uniform draw from ``buffer`` with probability sigma1

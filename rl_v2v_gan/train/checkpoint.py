@@ -101,8 +101,9 @@ def save_checkpoint(run_dir: Path, trainer, config_json: str, steps_per_epoch: i
                     os.fsync(fh.fileno())
             _pause_for_tests(trainer.step)
         atomic_write_text(run_dir / LATEST, name + "\n")
-    except OSError as e:
-        raise UserError(f"cannot write checkpoint {final}: {e.strerror or e} "
+    except (OSError, SafetensorError, RuntimeError) as e:  # a full disk surfaces as any of these
+        reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
+        raise UserError(f"cannot write checkpoint {final}: {reason} "
                         f"(the run's earlier checkpoints are intact)") from None
     return final
 

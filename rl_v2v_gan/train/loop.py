@@ -138,8 +138,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
     writer = evaluator = None
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):  # leftovers of a save that was killed
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in [*run_dir.glob(".*.tmp"), *run_dir.glob(".*.old-*")]:  # leftovers of a killed save
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+        _drop_partial_line(run_dir / "log.jsonl")
         atomic_write_text(run_dir / "config.json", cfg.to_json())
         from torch.utils.tensorboard import SummaryWriter
 
@@ -148,38 +149,58 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
 
     spe, total = cfg.steps_per_epoch, cfg.epochs * cfg.steps_per_epoch
     config_json = cfg.to_json()
-    with StopRequest() as stop:
-        while trainer.step < total:
-            epoch = trainer.step // spe
-            steps = (epoch + 1) * spe - trainer.step
-            loader = _loader(dataset, cfg, info, trainer.step, steps, device)
-            bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       dynamic_ncols=True, file=sys.stdout, disable=None if info.is_main else True)
-            for batch in bar:
-                logs = trainer.train_step(batch)
-                if writer is not None:
-                    with open(run_dir / "log.jsonl", "a") as f:  # every step; a resumed run appends
-                        f.write(json.dumps({"step": trainer.step, **logs}) + "\n")
-                    if trainer.step % cfg.log_every == 0 or trainer.step == 1:
-                        for k, v in logs.items():
-                            writer.add_scalar(k, v, trainer.step)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
-                                 if k in ("loss/D/frame", "loss/G/total", "loss/G/rr", "rl/q_loss")})
-                if any_rank(stop.signum is not None, info, device):
-                    bar.close()
-                    return _interrupted(cfg, trainer, info, config_json, stop.signum or signal.SIGTERM, log)
-            bar.close()
-            if info.is_main:
-                log(f"epoch {epoch + 1}/{cfg.epochs} done (step {trainer.step}); last losses: "
-                    + ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("loss/")))
-                evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
-                path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe)
-                log(f"saved checkpoint {path}")
-            barrier(info)
-    if writer is not None:
-        writer.close()
+    try:
+        with StopRequest() as stop:
+            while trainer.step < total:
+                epoch = trainer.step // spe
+                steps = (epoch + 1) * spe - trainer.step
+                loader = _loader(dataset, cfg, info, trainer.step, steps, device)
+                bar = tqdm(loader, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           dynamic_ncols=True, file=sys.stdout, disable=None if info.is_main else True)
+                stopping = False
+                for batch in bar:
+                    logs = trainer.train_step(batch)
+                    if writer is not None:
+                        with open(run_dir / "log.jsonl", "a") as f:  # every step; a resumed run appends
+                            f.write(json.dumps({"step": trainer.step, **logs}) + "\n")
+                        if trainer.step % cfg.log_every == 0 or trainer.step == 1:
+                            for k, v in logs.items():
+                                writer.add_scalar(k, v, trainer.step)
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
+                                     if k in ("loss/D/frame", "loss/G/total", "loss/G/rr", "rl/q_loss")})
+                    stopping = any_rank(stop.signum is not None, info, device)
+                    if stopping and trainer.step % spe:  # mid-epoch: checkpoint and go
+                        bar.close()
+                        return _interrupted(cfg, trainer, info, config_json, stop.signum or signal.SIGTERM, log)
+                    if stopping:  # the epoch's last step: finish it as usual (evaluation, samples) first
+                        break
+                bar.close()
+                if info.is_main:
+                    log(f"epoch {epoch + 1}/{cfg.epochs} done (step {trainer.step}); last losses: "
+                        + ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("loss/")))
+                    evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
+                    path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe)
+                    log(f"saved checkpoint {path}")
+                barrier(info)
+                if stopping:
+                    signum = stop.signum or signal.SIGTERM
+                    log(f"stopped by {signal.Signals(signum).name} at step {trainer.step}. "
+                        f"Resume with the same flags plus --resume")
+                    return EXIT_CODES.get(signum, 143)
+    finally:
+        if writer is not None:
+            writer.close()
     log(f"training finished: {trainer.step} steps; checkpoints in {run_dir}")
     return 0
+
+
+def _drop_partial_line(path: Path) -> None:
+    """A kill in the middle of a log write leaves half a line: cut it before appending again."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _interrupted(cfg: Config, trainer: Trainer, info: DistInfo, config_json: str, signum: int, log) -> int:

@@ -9,9 +9,9 @@ this class holds the schedule.
 from __future__ import annotations
 
 import contextlib
-import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from ..config import Config
@@ -19,12 +19,9 @@ from ..data.dataset import to_float
 from ..losses import gan_losses as G
 from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
-from ..rl.agent import candidates, greedy_action, policy_for, rollout
+from ..rl.agent import DOMAINS, OTHER, candidates, greedy_action, policy_for, rollout
 from ..rl.replay_buffer import ReplayBuffer, mix
 from ..rl.targets import frozen, soft_update
-
-DOMAINS = ("a", "b")
-OTHER = {"a": "b", "b": "a"}
 ADAM_BETAS = (0.5, 0.999)
 
 
@@ -68,16 +65,27 @@ class Trainer:
         """The module to call for a network being trained (its DDP wrapper if there is one)."""
         return self.ddp.get(name, getattr(self.nets, name))
 
+    def _everywhere(self, flag: bool) -> bool:
+        """``flag`` on every rank: a skip decided by one rank must be taken by all of them, or
+        their gradient synchronisations would pair up different networks."""
+        if not self.ddp:
+            return flag
+        t = torch.tensor([1 if flag else 0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        return bool(t.item())
+
     def _update(self, role: str, loss: torch.Tensor) -> bool:
-        """Backward and step one role's optimizer; skip (False) on a non-finite loss or gradient."""
+        """Backward and step one role's optimizer (outside autocast); skip (False) on a non-finite
+        loss or gradient."""
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        if not self._everywhere(bool(torch.isfinite(loss))):
             return False
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
-        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, math.inf)
+        # After DDP's all-reduce the gradients, hence this decision, agree on every rank.
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for g in opt.param_groups for p in g["params"]
+                                                   if p.grad is not None])
         if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
             opt.zero_grad(set_to_none=True)
             return False
@@ -98,15 +106,17 @@ class Trainer:
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
-            ok &= self._d_phase(real, fake, logs)
-            if self.rl:
-                fresh = self._collect(real, logs)
-                ok &= fresh is not None and self._critic_phase(fresh, logs)
-                if fresh is not None:  # after the draw: the buffer part of a minibatch is older experience
-                    for d in DOMAINS:
-                        self.replay[d].push(fresh[d])
-                    logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
-            ok &= self._g_phase(real, fake, logs)
+        ok &= self._d_phase(real, fake, logs)
+        if self.rl:
+            fresh = self._collect(real, logs)
+            if not self._everywhere(fresh is not None):
+                fresh = None
+            ok &= fresh is not None and self._critic_phase(fresh, logs)
+            if fresh is not None:  # after the draw: the buffer part of a minibatch is older experience
+                for d in DOMAINS:
+                    self.replay[d].push(fresh[d])
+                logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
+        ok &= self._g_phase(real, fake, logs)
         if self._scaled:  # GradScaler.update needs at least one scaled step in the iteration
             self.scaler.update()
         if self.rl:
@@ -124,12 +134,14 @@ class Trainer:
     def _d_phase(self, real, fake, logs) -> bool:
         mode = self.cfg.gan_mode
         loss_frame = loss_video = 0.0
-        for d in DOMAINS:  # disc_d: real d frames vs translated-into-d frames
-            r, f = real[d].flatten(0, 1), fake[d].detach().flatten(0, 1)  # [B*T,C,H,W]
-            loss_frame = loss_frame + G.discriminator_loss(self.net(f"disc_{d}")(r), self.net(f"disc_{d}")(f), mode)
-            if self.rl:
-                vd = self.net(f"vdisc_{d}")
-                loss_video = loss_video + G.discriminator_loss(vd(real[d]), vd(fake[d].detach()), mode)
+        with self.autocast():
+            for d in DOMAINS:  # disc_d: real d frames vs translated-into-d frames
+                r, f = real[d].flatten(0, 1), fake[d].detach().flatten(0, 1)  # [B*T,C,H,W]
+                disc = self.net(f"disc_{d}")
+                loss_frame = loss_frame + G.discriminator_loss(disc(r), disc(f), mode)
+                if self.rl:
+                    vd = self.net(f"vdisc_{d}")
+                    loss_video = loss_video + G.discriminator_loss(vd(real[d]), vd(fake[d].detach()), mode)
         loss = loss_frame + loss_video
         logs["loss/D/frame"] = loss_frame.item()
         if self.rl:
@@ -144,9 +156,10 @@ class Trainer:
         """
         cfg, fresh = self.cfg, {}
         for d in DOMAINS:
-            fresh[d], stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
-                                      getattr(self.nets, f"vdisc_{d}"), real[d], self.p, cfg.sigma2, cfg.lambda_rr,
-                                      cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
+            with self.autocast():
+                fresh[d], stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
+                                          getattr(self.nets, f"vdisc_{d}"), real[d], self.p, cfg.sigma2,
+                                          cfg.lambda_rr, cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
             if not (torch.isfinite(fresh[d].cost).all() and torch.isfinite(fresh[d].action).all()):
                 return None
             logs[f"rl/mean_reward_{d}"] = -stats.mean_cost
@@ -158,10 +171,11 @@ class Trainer:
         loss = 0.0
         for d in DOMAINS:
             batch, share = mix(fresh[d], self.replay[d], cfg.sigma1)
-            with torch.no_grad():  # TD target from the target networks
+            with torch.no_grad(), self.autocast():  # TD target from the target networks
                 _, next_q = greedy_action(policy_for(self.nets, d, target=True), batch.next_state)
                 y = td_target(batch.cost, batch.done, next_q.float(), cfg.gamma)
-            q = self.net(f"q_{d}")(batch.state, batch.action)
+            with self.autocast():
+                q = self.net(f"q_{d}")(batch.state, batch.action)
             loss = loss + critic_loss(q.float(), y)
             logs[f"rl/q_mean_{d}"] = float(q.detach().mean())
             logs[f"rl/from_buffer_{d}"] = share
@@ -177,31 +191,32 @@ class Trainer:
             terms[name] = terms.get(name, 0.0) + value
 
         with frozen(*critics):
-            for x in DOMAINS:  # direction x -> y
-                y = OTHER[x]
-                add("adv", G.generator_adv_loss(getattr(nets, f"disc_{y}")(fake[y].flatten(0, 1)), mode))
-                if self.rl and cfg.lambda_v > 0:
-                    add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(fake[y]), mode))
-                if cfg.cycle_weight > 0:
-                    add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
-                if nets.pred_a is not None:
-                    w, next_frames = G.windows(real[x], self.p)  # [N,p,C,H,W], [N,C,H,W]
-                    # The policy's candidates on the real windows: a1 is the recurrent prediction,
-                    # a2 the recycled one, so L_rr, L_rc and the actor share one forward pass.
-                    policy = policy_for(nets, x, get=lambda name: self.net(name) if name[0] != "q" else
-                                        getattr(nets, name))
-                    a1, a2 = candidates(policy, w)
-                    add("rr", G.recurrent_loss(a1, next_frames))
-                    add("rc", G.recycle_loss(a2, next_frames))
-                    if self.rl and cfg.lambda_pg > 0:
-                        add("actor", actor_loss(greedy_action(policy, w, a1, a2)[1].float()))
-            weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "rr": cfg.lambda_rr,
-                       "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
-            total = sum(weights[k] * v for k, v in terms.items())
-        for k, v in terms.items():
-            logs[f"loss/G/{k}"] = v.item()
-        logs["loss/G/total"] = total.item()
-        return self._update("G", total)
+            with self.autocast():
+                for x in DOMAINS:  # direction x -> y
+                    y = OTHER[x]
+                    add("adv", G.generator_adv_loss(getattr(nets, f"disc_{y}")(fake[y].flatten(0, 1)), mode))
+                    if self.rl and cfg.lambda_v > 0:
+                        add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(fake[y]), mode))
+                    if cfg.cycle_weight > 0:
+                        add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
+                    if nets.pred_a is not None:
+                        w, next_frames = G.windows(real[x], self.p)  # [N,p,C,H,W], [N,C,H,W]
+                        # The policy's candidates on the real windows: a1 is the recurrent prediction,
+                        # a2 the recycled one, so L_rr, L_rc and the actor share one forward pass.
+                        policy = policy_for(nets, x, get=lambda name: self.net(name) if name[0] != "q" else
+                                            getattr(nets, name))
+                        a1, a2 = candidates(policy, w)
+                        add("rr", G.recurrent_loss(a1, next_frames))
+                        add("rc", G.recycle_loss(a2, next_frames))
+                        if self.rl and cfg.lambda_pg > 0:
+                            add("actor", actor_loss(greedy_action(policy, w, a1, a2)[1].float()))
+                weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "rr": cfg.lambda_rr,
+                           "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
+                total = sum(weights[k] * v for k, v in terms.items())
+                for k, v in terms.items():
+                    logs[f"loss/G/{k}"] = v.item()
+                logs["loss/G/total"] = total.item()
+            return self._update("G", total)
 
     # --- state for checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -212,6 +227,7 @@ class Trainer:
     def load_state_dict(self, state: dict) -> None:
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without fp16
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self.nonfinite_streak, self.nonfinite_total = (int(v) for v in state["nonfinite"])

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import math
 
@@ -258,6 +259,19 @@ def inception_file(tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def trusted_inception_file(inception_file, monkeypatch):
+    """The random-weights file, accepted as if it had the standard file's SHA-256 prefix."""
+    digest = hashlib.sha256(inception_file.read_bytes()).hexdigest()
+    monkeypatch.setattr(metrics, "INCEPTION_SHA256_PREFIX", digest[:8])
+    return inception_file
+
+
+def test_fid_refuses_weights_that_are_not_the_standard_file(no_weights_anywhere, inception_file, monkeypatch):
+    monkeypatch.setenv(metrics.FID_WEIGHTS_ENV, str(inception_file))  # right layers, other weights
+    _assert_unavailable(FID(), "not the standard FID Inception file")
+
+
 def _assert_unavailable(fid: FID, reason_part: str):
     assert not fid.available
     assert reason_part in fid.reason
@@ -288,6 +302,9 @@ def test_fid_env_var_to_bogus_file(no_weights_anywhere, monkeypatch, tmp_path):
     bogus = tmp_path / "bogus.pth"
     bogus.write_bytes(b"not a checkpoint\n" * 10)
     monkeypatch.setenv(metrics.FID_WEIGHTS_ENV, str(bogus))
+    _assert_unavailable(FID(), "not the standard FID Inception file")
+    # Even a file with the right checksum prefix that cannot be loaded gives a reason, not a crash.
+    monkeypatch.setattr(metrics, "INCEPTION_SHA256_PREFIX", hashlib.sha256(bogus.read_bytes()).hexdigest()[:8])
     _assert_unavailable(FID(), f"cannot load Inception weights from {bogus}")
 
 
@@ -297,9 +314,9 @@ def test_fid_missing_explicit_path_does_not_fall_back(no_weights_anywhere, incep
     _assert_unavailable(FID(weights_path="/nonexistent"), "/nonexistent")
 
 
-def test_fid_finds_weights_in_the_hub_cache(no_weights_anywhere, inception_file):
+def test_fid_finds_weights_in_the_hub_cache(no_weights_anywhere, trusted_inception_file):
     no_weights_anywhere.mkdir(parents=True)
-    (no_weights_anywhere / INCEPTION_WEIGHTS_FILE).symlink_to(inception_file)
+    (no_weights_anywhere / INCEPTION_WEIGHTS_FILE).symlink_to(trusted_inception_file)
     fid = FID()
     assert fid.available and fid.reason is None
 
@@ -313,9 +330,9 @@ def flush_denormals():
 
 
 def test_fid_inception_path_end_to_end(
-    no_weights_anywhere, monkeypatch, inception_file, flush_denormals
+    no_weights_anywhere, monkeypatch, trusted_inception_file, flush_denormals
 ):
-    monkeypatch.setenv(metrics.FID_WEIGHTS_ENV, str(inception_file))
+    monkeypatch.setenv(metrics.FID_WEIGHTS_ENV, str(trusted_inception_file))
     fid = FID()
     assert fid.available and fid.reason is None
     # Grey 32x32 frames: repeated to RGB, converted to uint8 and resized to 299 by the network.

@@ -165,8 +165,8 @@ def test_buffer_state_dict_round_trip():
     buf.push(_transitions([99]))
     other.push(_transitions([99]))
     assert torch.equal(buf.costs, other.costs)
-    with pytest.raises(ValueError, match="does not fit"):
-        ReplayBuffer(3, (P, C, H, W)).load_state_dict(state)
+    with pytest.raises(ValueError, match="do not fit"):
+        ReplayBuffer(5, (P + 1, C, H, W)).load_state_dict(state)
 
 
 # --- sigma1 mixing -------------------------------------------------------------------------------
@@ -336,3 +336,18 @@ def test_rollout_with_full_exploration_still_chains_and_explores():
     # Random choices: both candidates appear although q (distance to 0) always prefers a1 = last / 2.
     took_a1 = torch.isclose(tr.action, 0.5 * tr.state[:, -1]).flatten(1).all(1)
     assert 0.3 < took_a1.float().mean().item() < 0.7
+
+
+@pytest.mark.parametrize("new_capacity", [3, 8])
+def test_replay_resume_with_another_capacity_keeps_the_newest_in_order(new_capacity):
+    from rl_v2v_gan.rl.replay_buffer import ReplayBuffer, Transitions
+
+    old = ReplayBuffer(5, (2, 1, 4, 4))
+    for i in range(7):  # wraps: holds costs 2..6, the next slot to write is 2
+        one = torch.full((1, 2, 1, 4, 4), 0.0)
+        old.push(Transitions(one, one[:, 0], torch.tensor([float(i)]), torch.tensor([False]), torch.tensor([1])))
+    new = ReplayBuffer(new_capacity, (2, 1, 4, 4))
+    new.load_state_dict(old.state_dict())
+    kept = [2.0, 3.0, 4.0, 5.0, 6.0][-new_capacity:]
+    assert len(new) == len(kept) and new.costs[: len(kept)].tolist() == kept  # oldest first, nothing invented
+    assert new.pos == len(kept) % new_capacity
