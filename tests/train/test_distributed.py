@@ -23,13 +23,14 @@ def _run(args, tmp_path):
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_two_ranks_keep_identical_parameters(tmp_path):
+def test_two_ranks_keep_identical_parameters_even_when_one_sees_a_nan(tmp_path):
     out = tmp_path / "result.json"
     proc = _run([str(ROOT / "tests" / "train" / "ddp_worker.py"), str(out), str(tmp_path / "data")], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["world_size"] == 2 and result["steps"] == 3
+    assert result["world_size"] == 2 and result["steps"] == 3  # rank 0 saw only clean batches
     assert result["finite"]
+    assert result["nonfinite_steps"] == [1.0, 1.0]  # the NaN on rank 1 made both ranks skip
     assert result["max_param_diff"] == 0.0  # networks, targets included, bit-identical across ranks
 
 
