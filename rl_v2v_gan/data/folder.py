@@ -16,7 +16,6 @@ import hashlib
 import re
 from pathlib import Path
 
-import numpy as np
 
 from ..config import Config
 from ..errors import UserError

@@ -6,12 +6,10 @@ from torch import nn
 
 from rl_v2v_gan.models import (
     ConvLSTM,
-    FrameDiscriminator,
     Generator,
     Predictor,
     QNetwork,
     ResidualBlock,
-    VideoDiscriminator,
     build_networks,
 )
 
