@@ -43,7 +43,7 @@ class Networks(nn.Module):
         super().__init__()
         self.method = method
         self.roles = ROLES[method]
-        names = [n for role in self.roles.values() for n in role]
+        names = self.online_names()
         for name in ("gen_ab", "gen_ba", "pred_a", "pred_b", "disc_a", "disc_b", "vdisc_a", "vdisc_b", "q_a", "q_b"):
             setattr(self, name, nets[name] if name in names else None)
         self.target_names = tuple(n for n in TARGETED if n in names) if method == "rl_v2v_gan" else ()
