@@ -23,7 +23,7 @@ METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Flags that shape the networks: a checkpoint only loads into networks built with the same values.
-ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm")
+ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm", "residual")
 # Flags that choose the data a run was trained on: eval and translate default to them too.
 DATA_FLAGS = ("dataset", "data_root", "resize_mode", "frame_stride", "synthetic_train_clips",
               "synthetic_test_clips", "seed")
@@ -67,6 +67,8 @@ class Config:
     ndf: int = _f(64, "discriminator / Q-network base channels")
     n_res_blocks: int = _f(2, "residual blocks at the generator bottleneck")
     norm: str = _f("instance", "normalisation layer", choices=("instance", "batch"))
+    residual: bool = _f(True, "start from the identity: generators and predictors output a learned residual on "
+                              "their input frame / last context frame (--no-residual: plain tanh output)")
 
     # --- optimisation --------------------------------------------------------------------------
     learning_rate: float = _f(1e-4, "Adam learning rate of every network")
@@ -79,13 +81,18 @@ class Config:
     lambda_rr: float = _f(0.1, "weight of the recurrent loss L_rr")
     lambda_rc: float = _f(0.1, "weight of the recycle loss L_rc")
     lambda_cyc: float | None = _f(None, "weight of the cycle loss (default: 10 for cycle_gan, else 0)")
-    lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor")
+    lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor (scale-free: divided by its own mean |Q|)")
+    lambda_idt: float = _f(0.0, "weight of the identity loss |gen_ab(b) - b| + |gen_ba(a) - a| (CycleGAN)")
 
     # --- reinforcement learning ----------------------------------------------------------------
     gamma: float = _f(0.99, "discount factor of the TD target")
     tau: float = _f(0.001, "soft-update rate of the target networks")
     sigma1: float = _f(0.5, "probability that a minibatch element comes from the replay buffer")
     sigma2: float = _f(0.5, "probability of a random (exploring) choice between the two candidate actions")
+    rl_episodes: int = _f(2, "episodes rolled out per domain and step: the first clips of the batch (at most all)")
+    rl_batch: int = _f(16, "critic minibatch per domain: transitions drawn from the fresh rollouts and the buffer")
+    actor_batch: int = _f(8, "actor states per domain: the first of the critic's minibatch states")
+    actor_start_step: int = _f(50, "steps the actor term waits while the critic warms up on rollouts")
     buffer_size: int = _f(10000, "replay buffer capacity in transitions (split evenly between the domains)")
 
     # --- checkpoints, evaluation, logging ------------------------------------------------------
@@ -179,10 +186,10 @@ class Config:
             bad("input_shape", f"needs T greater than --context_frames ({self.context_frames})", list(self.input_shape))
         for name in ("batch_size", "epochs", "steps_per_epoch", "eval_batches", "ngf", "ndf", "buffer_size",
                      "synthetic_train_clips", "synthetic_test_clips", "frame_stride", "log_every",
-                     "max_nonfinite_steps"):
+                     "max_nonfinite_steps", "rl_batch", "actor_batch", "rl_episodes"):
             if getattr(self, name) <= 0:
                 bad(name, "must be positive", getattr(self, name))
-        for name in ("n_res_blocks", "num_workers"):
+        for name in ("n_res_blocks", "num_workers", "actor_start_step"):
             if getattr(self, name) < 0:
                 bad(name, "must be non-negative", getattr(self, name))
         for name in ("max_videos_a", "max_videos_b"):
@@ -197,7 +204,7 @@ class Config:
             bad("tau", "must be in (0, 1]", self.tau)
         if not 0.0 <= self.gamma < 1.0:
             bad("gamma", "must be in [0, 1)", self.gamma)
-        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg"):
+        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg", "lambda_idt"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be non-negative", getattr(self, name))
         if self.lambda_cyc is not None and not self.lambda_cyc >= 0:
