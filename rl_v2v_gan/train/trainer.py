@@ -20,7 +20,7 @@ from ..losses import gan_losses as G
 from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
 from ..rl.agent import DOMAINS, OTHER, candidates, greedy_action, policy_for, rollout
-from ..rl.replay_buffer import ReplayBuffer, mix
+from ..rl.replay_buffer import ReplayBuffer, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, soft_update
 ADAM_BETAS = (0.5, 0.999)
 
@@ -47,15 +47,21 @@ class Trainer:
         cuda = device.type == "cuda"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
-        t, h, w, c = cfg.input_shape
-        self.replay = {d: ReplayBuffer(max(1, cfg.buffer_size // 2), (self.p, c, h, w), device) for d in DOMAINS} \
-            if self.rl else {}
+        self.replay = self._replay_buffers() if self.rl else {}
         self.step = 0
         self._scaled = False
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
 
     # --- helpers ------------------------------------------------------------------------------
+    def _replay_buffers(self) -> dict[str, ReplayBuffer]:
+        """One buffer per domain, half of ``--buffer_size`` each, placed by ``--replay_device``."""
+        t, h, w, c = self.cfg.input_shape
+        shape, capacity = (self.p, c, h, w), max(1, self.cfg.buffer_size // 2)
+        where, pinned = replay_placement(self.cfg.replay_device, len(DOMAINS) * replay_nbytes(capacity, shape),
+                                         self.device)
+        return {d: ReplayBuffer(capacity, shape, where, pin_memory=pinned) for d in DOMAINS}
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
