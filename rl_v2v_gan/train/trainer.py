@@ -22,6 +22,7 @@ from ..models.networks import Networks
 from ..rl.agent import DOMAINS, OTHER, candidates, greedy_action, policy_for, rollout
 from ..rl.replay_buffer import ReplayBuffer, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, soft_update
+from ..utils.precision import resolve_amp
 ADAM_BETAS = (0.5, 0.999)
 
 
@@ -44,9 +45,8 @@ class Trainer:
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
                                                   lr=cfg.learning_rate, betas=ADAM_BETAS)
                            for role in ("G", "D", "Q") if nets.role(role)}
-        cuda = device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
+        self.amp_dtype = resolve_amp(cfg.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.replay = self._replay_buffers() if self.rl else {}
         self.step = 0
         self._scaled = False

@@ -53,3 +53,8 @@ def test_video_discriminator_weight_gradients_match_fp32_with_the_fallback():
     for ref, got in zip(grads(False), grads(True)):
         assert torch.isfinite(got).all()
         assert float((got - ref).norm()) <= 0.02 * float(ref.norm()) + 1e-6
+
+
+def test_trainer_resolves_amp_auto_to_none_on_cpu(tiny_config, make_trainer):
+    trainer = make_trainer(tiny_config(method="cycle_gan", amp="auto"))
+    assert trainer.amp_dtype is None and not trainer.scaler.is_enabled()
