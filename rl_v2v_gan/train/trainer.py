@@ -50,6 +50,7 @@ class Trainer:
         self.replay = self._replay_buffers() if self.rl else {}
         self.step = 0
         self._scaled = False
+        self._skipped: list[str] = []  # roles whose update this step skipped
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
 
@@ -86,6 +87,7 @@ class Trainer:
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
         if not self._everywhere(bool(torch.isfinite(loss))):
+            self._skipped.append(role)
             return False
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
@@ -94,6 +96,7 @@ class Trainer:
                                                    if p.grad is not None])
         if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
             opt.zero_grad(set_to_none=True)
+            self._skipped.append(role)
             return False
         self.scaler.step(opt)  # with fp16, the scaler itself skips overflowing steps
         self._scaled = True
@@ -108,7 +111,7 @@ class Trainer:
             if real[d].shape[1:] != real["a"].shape[1:] or real[d].dim() != 5:
                 raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
         logs: dict[str, float] = {}
-        ok, self._scaled = True, False
+        ok, self._scaled, self._skipped = True, False, []
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
@@ -117,6 +120,7 @@ class Trainer:
             fresh = self._collect(real, logs)
             if not self._everywhere(fresh is not None):
                 fresh = None
+                self._skipped.append("Q")  # a non-finite rollout: no critic update this step
             ok &= fresh is not None and self._critic_phase(fresh, logs)
             if fresh is not None:  # after the draw: the buffer part of a minibatch is older experience
                 for d in DOMAINS:
@@ -132,9 +136,13 @@ class Trainer:
         self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
         self.nonfinite_total += 0 if ok else 1
         logs["nonfinite_steps"] = float(self.nonfinite_total)
+        for role in ("D", "Q", "G"):  # phase order; 1.0 where this step skipped the role's update (non-finite)
+            if role in self.optimizers:
+                logs[f"skipped/{role}"] = float(role in self._skipped)
         if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
             raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
-                                 f"(step {self.step}); stopping (see --max_nonfinite_steps)")
+                                 f"(step {self.step}, skipped updates: {', '.join(self._skipped)}); stopping "
+                                 f"(see --max_nonfinite_steps)")
         return logs
 
     def _d_phase(self, real, fake, logs) -> bool:
