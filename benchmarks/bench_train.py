@@ -25,7 +25,14 @@ from torch.utils.flop_counter import FlopCounterMode
 METHODS = ("recycle_gan", "rl_v2v_gan", "cycle_gan")
 
 
-def measure(method: str, args) -> dict:
+def measure(method: str, args, max_seconds: float | None = None, count_flops: bool = True,
+            progress=lambda row: None) -> dict:
+    """One method at ``args``' config: median step seconds, clips/s, FLOPs per step, peak memory.
+
+    ``max_seconds`` caps the timed steps (at least one runs; ``steps_timed`` says how many);
+    ``progress`` receives the partial row after the warm-up and after each timed step, so a caller
+    that kills a slow run still has what was measured.
+    """
     from rl_v2v_gan.config import make_config
     from rl_v2v_gan.train.distributed import DistInfo, resolve_device
     from rl_v2v_gan.train.loop import build_trainer
@@ -38,33 +45,43 @@ def measure(method: str, args) -> dict:
     t, h, w, c = cfg.input_shape
     g = torch.Generator().manual_seed(0)
     batch = {d: torch.randint(0, 256, (cfg.batch_size, t, c, h, w), dtype=torch.uint8, generator=g) for d in "ab"}
+    out = {"method": method, "amp": args.amp, "compile": bool(args.compile), "device": str(device)}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name()
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    start = time.perf_counter()
     for _ in range(args.warmup):  # oneDNN / cuDNN / compile warm-up per shape
         trainer.train_step(batch)
     sync()
-    if device.type == "cuda":
+    out["warmup_s"] = time.perf_counter() - start
+    progress(out)
+    if device.type == "cuda":  # the steady-state peak, warm-up (autotuning, compilation) aside
         torch.cuda.reset_peak_memory_stats()
     times = []
+    deadline = time.perf_counter() + max_seconds if max_seconds else None
     for _ in range(args.steps):
         start = time.perf_counter()
-        trainer.train_step(batch)
+        logs = trainer.train_step(batch)
         sync()
         times.append(time.perf_counter() - start)
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step(batch)
-    step = statistics.median(times)
-    out = {"method": method, "step_s": step, "clips_per_s": cfg.batch_size / step,
-           "flops_per_step": counter.get_total_flops(), "device": str(device)}
-    out["flops_per_s"] = out["flops_per_step"] / step
-    if device.type == "cuda":
-        out["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        out["device_name"] = torch.cuda.get_device_name()
-    else:
-        out["peak_mem_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out.update(step_s=statistics.median(times), steps_timed=len(times),
+                   skipped_updates=sum(v for k, v in logs.items() if k.startswith("skipped/")))
+        out["clips_per_s"] = cfg.batch_size / out["step_s"]
+        out["peak_mem_mib"] = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+        progress(out)
+        if deadline and time.perf_counter() > deadline:
+            break
+    if count_flops:
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step(batch)
+        out["flops_per_step"] = counter.get_total_flops()
+        out["flops_per_s"] = out["flops_per_step"] / out["step_s"]
+        progress(out)
     return out
 
 
@@ -78,7 +95,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--amp", default="none", choices=("none", "auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="device peak for MFU (e.g. 989 for H100 SXM dense bf16)")

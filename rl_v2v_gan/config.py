@@ -94,6 +94,9 @@ class Config:
     actor_batch: int = _f(8, "actor states per domain: the first of the critic's minibatch states")
     actor_start_step: int = _f(50, "steps the actor term waits while the critic warms up on rollouts")
     buffer_size: int = _f(10000, "replay buffer capacity in transitions (split evenly between the domains)")
+    replay_device: str = _f("auto", "where the replay buffer lives: auto = on the GPU when it takes at most a quarter of "
+                            "its free memory, else pinned host memory (only minibatches are copied)",
+                            choices=("auto", "cpu", "cuda"))
 
     # --- checkpoints, evaluation, logging ------------------------------------------------------
     checkpoint_dir: str = _f("checkpoints", "folder holding the runs")
@@ -104,10 +107,13 @@ class Config:
     all_checkpoints: bool = _f(False, "eval mode: evaluate every checkpoint of the run into one table")
     fid_weights: str | None = _f(None, "Inception weights file for FID (else RLV2V_FID_WEIGHTS or the torch hub cache)")
     log_every: int = _f(10, "steps between TensorBoard scalar writes")
+    keep_checkpoints: int | None = _f(None, "keep only the newest N checkpoints of the run (default: all); only the "
+                                      "newest holds the replay buffer")
     max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
 
     # --- speed ---------------------------------------------------------------------------------
-    amp: str = _f("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16"))
+    amp: str = _f("none", "mixed precision on CUDA: auto = bf16 on CUDA, none on CPU",
+                  choices=("none", "auto", "bf16", "fp16"))
     compile: bool = _f(False, "torch.compile the networks (made for CUDA; works on CPU too)")
 
     # --- translate -----------------------------------------------------------------------------
@@ -192,7 +198,7 @@ class Config:
         for name in ("n_res_blocks", "num_workers", "actor_start_step"):
             if getattr(self, name) < 0:
                 bad(name, "must be non-negative", getattr(self, name))
-        for name in ("max_videos_a", "max_videos_b"):
+        for name in ("max_videos_a", "max_videos_b", "keep_checkpoints"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 bad(name, "must be positive", getattr(self, name))
         if not self.learning_rate > 0:

@@ -20,8 +20,9 @@ from ..losses import gan_losses as G
 from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
 from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout
-from ..rl.replay_buffer import ReplayBuffer, Transitions, mix
+from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, norm_stats_frozen, soft_update
+from ..utils.precision import resolve_amp
 ADAM_BETAS = (0.5, 0.999)
 
 
@@ -44,18 +45,24 @@ class Trainer:
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
                                                   lr=cfg.learning_rate, betas=ADAM_BETAS)
                            for role in ("G", "D", "Q") if nets.role(role)}
-        cuda = device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
-        t, h, w, c = cfg.input_shape
-        self.replay = {d: ReplayBuffer(max(1, cfg.buffer_size // 2), (self.p, c, h, w), device) for d in DOMAINS} \
-            if self.rl else {}
+        self.amp_dtype = resolve_amp(cfg.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.replay = self._replay_buffers() if self.rl else {}
         self.step = 0
         self._scaled = False
+        self._skipped: list[str] = []  # roles whose update this step skipped
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
 
     # --- helpers ------------------------------------------------------------------------------
+    def _replay_buffers(self) -> dict[str, ReplayBuffer]:
+        """One buffer per domain, half of ``--buffer_size`` each, placed by ``--replay_device``."""
+        t, h, w, c = self.cfg.input_shape
+        shape, capacity = (self.p, c, h, w), max(1, self.cfg.buffer_size // 2)
+        where, pinned = replay_placement(self.cfg.replay_device, len(DOMAINS) * replay_nbytes(capacity, shape),
+                                         self.device)
+        return {d: ReplayBuffer(capacity, shape, where, pin_memory=pinned) for d in DOMAINS}
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -80,6 +87,7 @@ class Trainer:
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
         if not self._everywhere(bool(torch.isfinite(loss))):
+            self._skipped.append(role)
             return False
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
@@ -88,6 +96,7 @@ class Trainer:
                                                    if p.grad is not None])
         if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
             opt.zero_grad(set_to_none=True)
+            self._skipped.append(role)
             return False
         self.scaler.step(opt)  # with fp16, the scaler itself skips overflowing steps
         self._scaled = True
@@ -102,7 +111,7 @@ class Trainer:
             if real[d].shape[1:] != real["a"].shape[1:] or real[d].dim() != 5:
                 raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
         logs: dict[str, float] = {}
-        ok, self._scaled = True, False
+        ok, self._scaled, self._skipped = True, False, []
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
@@ -121,6 +130,7 @@ class Trainer:
                 logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
             else:
                 ok = False
+                self._skipped.append("Q")  # a non-finite rollout: no critic update this step
         ok &= self._g_phase(real, fake, logs, minibatch)
         if self._scaled:  # GradScaler.update needs at least one scaled step in the iteration
             self.scaler.update()
@@ -131,9 +141,13 @@ class Trainer:
         self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
         self.nonfinite_total += 0 if ok else 1
         logs["nonfinite_steps"] = float(self.nonfinite_total)
+        for role in ("D", "Q", "G"):  # phase order; 1.0 where this step skipped the role's update (non-finite)
+            if role in self.optimizers:
+                logs[f"skipped/{role}"] = float(role in self._skipped)
         if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
             raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
-                                 f"(step {self.step}); stopping (see --max_nonfinite_steps)")
+                                 f"(step {self.step}, skipped updates: {', '.join(self._skipped)}); stopping "
+                                 f"(see --max_nonfinite_steps)")
         return logs
 
     def _d_phase(self, real, fake, logs) -> bool:
