@@ -145,7 +145,7 @@ def loss_groups(curves: dict[str, Any]) -> dict[str, list[str]]:
         parts = key.split("/")
         group = "/".join(parts[:2]) if parts[0] == "loss" and len(parts) > 2 else re.sub(r"_[ab]$", "", key)
         groups.setdefault(group, []).append(key)
-    return groups
+    return dict(sorted(groups.items(), key=lambda g: not g[0].startswith("loss/")))  # losses first
 
 
 def metric_charts(history: dict[float, dict[str, Any]], x_label: str = "epoch") -> list[str]:

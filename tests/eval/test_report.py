@@ -1,6 +1,7 @@
 """report.html: its data, its self-containment, and the page in a real (headless Chromium) browser."""
 
 import base64
+import fcntl
 import json
 import os
 import re
@@ -130,8 +131,11 @@ class Chromium:
         self._in, from_child = os.pipe()
 
         def pipes_on_3_and_4():  # in the child, before exec
-            os.dup2(to_child, 3)
-            os.dup2(from_child, 4)
+            # Through fds >= 10 first: a pipe end may itself be fd 3 or 4, and dup2 onto itself
+            # would keep its close-on-exec flag (or the first dup2 would clobber the other end).
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
 
         args = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
                 f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check", "--mute-audio",
