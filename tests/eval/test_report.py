@@ -8,6 +8,7 @@ import re
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +121,10 @@ def find_chromium() -> str | None:
     return None
 
 
+PIPE_EXEC = ("import os, sys; os.dup2(int(sys.argv[1]), 3); os.dup2(int(sys.argv[2]), 4); "
+             "os.execv(sys.argv[3], sys.argv[3:])")
+
+
 class Chromium:
     """Headless Chromium driven over the DevTools protocol on a pipe (fd 3 in, fd 4 out).
 
@@ -127,26 +132,24 @@ class Chromium:
     """
 
     def __init__(self, executable: str, profile: Path, log: Path):
+        # The child's ends go to fds >= 10 first, so that placing them on 3 and 4 never clobbers one
+        # with the other, nor dup2s an fd onto itself (which would keep its close-on-exec flag).
         to_child, self._out = os.pipe()
         self._in, from_child = os.pipe()
-
-        def pipes_on_3_and_4():  # in the child, before exec
-            # Through fds >= 10 first: a pipe end may itself be fd 3 or 4, and dup2 onto itself
-            # would keep its close-on-exec flag (or the first dup2 would clobber the other end).
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_child, from_child)]
-            os.dup2(high[0], 3)
-            os.dup2(high[1], 4)
-
+        ends = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (to_child, from_child)]
+        for fd in (to_child, from_child):
+            os.close(fd)
         args = [executable, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
                 f"--user-data-dir={profile}", "--no-first-run", "--no-default-browser-check", "--mute-audio",
                 "--autoplay-policy=no-user-gesture-required", "--disable-dev-shm-usage", "--disable-extensions",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--window-size=1280,1000", "about:blank"]
+        # A tiny Python puts them on 3 and 4 and execs Chromium: no preexec_fn, which is unsafe with threads.
         self._log = open(log, "wb")
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     preexec_fn=pipes_on_3_and_4, close_fds=False)
-        os.close(to_child)
-        os.close(from_child)
+        self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", PIPE_EXEC, *map(str, ends), *args],
+                                     stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log, pass_fds=ends)
+        for fd in ends:
+            os.close(fd)
         self._buffer = b""
         self._next_id = 0
         self.events: list[dict] = []
@@ -260,7 +263,7 @@ def test_the_page_plays_in_headless_chromium(tmp_path, tiny_config):
         shot = browser.call("Page.captureScreenshot", session, format="png", captureBeyondViewport=True,
                             clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1})
         (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
-    except (TimeoutError, RuntimeError) as e:
+    except (TimeoutError, RuntimeError, OSError) as e:
         log = (tmp_path / "chromium.log").read_text(errors="replace")[-2000:]
         pytest.fail(f"{e}; Chromium's log ends:\n{log}")
     finally:
