@@ -115,7 +115,8 @@ def _tensorboard_history(run_dir: Path, steps_per_epoch: int) -> dict[float, dic
 
 
 def loss_curves(run_dir: Path, max_points: int = MAX_LOSS_POINTS) -> dict[str, list[tuple[float, float | None]]]:
-    """``{key: [(step, value), ...]}`` of ``log.jsonl``, averaged into at most ``max_points`` bins.
+    """``{key: [(step, value), ...]}`` of ``log.jsonl``, averaged into at most ``max_points`` bins
+    (each at its last step).
 
     A step logged twice (steps repeated after a resume from an earlier checkpoint) keeps its last value.
     """
@@ -133,7 +134,7 @@ def loss_curves(run_dir: Path, max_points: int = MAX_LOSS_POINTS) -> dict[str, l
             chunk = steps[i:i + bins]
             values = [by_step[s].get(key) for s in chunk]
             values = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-            points.append((sum(chunk) / len(chunk), sum(values) / len(values) if values else None))
+            points.append((chunk[-1], sum(values) / len(values) if values else None))
         curves[key] = points
     return curves
 

@@ -72,7 +72,7 @@ def test_loss_curves_keep_the_last_value_of_a_repeated_step_and_bin_long_logs(tm
     (tmp_path / "log.jsonl").write_text("\n".join(map(json.dumps, lines)) + "\n{\"step\": 11, \"loss")  # cut line
     assert report.loss_curves(tmp_path)["loss/G/total"][-1] == (10, 99.0)
     binned = report.loss_curves(tmp_path, max_points=5)["loss/G/total"]
-    assert binned == [(1.5, 1.5), (3.5, 3.5), (5.5, 5.5), (7.5, 7.5), (9.5, 54.0)]
+    assert binned == [(2, 1.5), (4, 3.5), (6, 5.5), (8, 7.5), (10, 54.0)]
     groups = report.loss_groups({"loss/G/total": 0, "loss/G/rr": 0, "rl/q_mean_a": 0, "rl/q_mean_b": 0, "rl/q_loss": 0})
     assert groups == {"loss/G": ["loss/G/total", "loss/G/rr"], "rl/q_mean": ["rl/q_mean_a", "rl/q_mean_b"],
                       "rl/q_loss": ["rl/q_loss"]}
@@ -85,6 +85,14 @@ def test_history_comes_from_training_else_from_metrics_json(tmp_path, tiny_confi
     assert list(history) == [1, 2] and history[2]["a2b"]["psnr"] == 99.0
     (run / report.EPOCH_METRICS).unlink()
     assert list(report.epoch_history(run)) == [1, 2]  # from metrics.json's epoch_NNNN checkpoints
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(run / "tensorboard")) as writer:  # a run from before epoch_metrics.jsonl
+        writer.add_scalar("eval/b2a/psnr", 21.5, 10)
+        writer.add_scalar("eval/b2a/psnr", 22.5, 20)
+        writer.add_scalar("loss/G/total", 1.0, 20)
+    config = json.loads((run / "config.json").read_text())
+    assert report.epoch_history(run, config) == {1: {"b2a": {"psnr": 21.5}}, 2: {"b2a": {"psnr": 22.5}}}
     assert report.checkpoint_epoch("step_00000015", 10) == 1.5
 
 
