@@ -18,7 +18,7 @@ import yaml
 
 from .errors import ConfigError
 
-MODES = ("prepare_data", "train", "eval", "translate")
+MODES = ("prepare_data", "train", "eval", "translate", "report")
 METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"

@@ -21,6 +21,7 @@ from ..config import Config
 from ..data.dataset import StepSampler, UnpairedClips
 from ..data.factory import prepare_data
 from ..errors import UserError
+from ..eval import report
 from ..models.networks import Networks, networks_from_config
 from ..utils.fs import atomic_write_text
 from . import checkpoint as ckpt_io
@@ -183,7 +184,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                 if info.is_main:
                     log(f"epoch {epoch + 1}/{cfg.epochs} done (step {trainer.step}); last losses: "
                         + ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("loss/")))
-                    evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
+                    metrics = evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
+                    report.epoch_done(run_dir, epoch + 1, trainer.step, metrics, log)
                     path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe, keep=cfg.keep_checkpoints)
                     log(f"saved checkpoint {path}")
                 barrier(info)
