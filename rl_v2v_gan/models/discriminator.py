@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..utils.precision import conv3d_fp32_where_unsafe
 from .blocks import ResidualBlock
 from .generator import check_clip
 
@@ -77,5 +78,6 @@ class VideoDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_clip(x, self.channels, type(self).__name__)
-        feat = self.features(x.transpose(1, 2))  # [B,C,T,H,W] -> [B,ch,t,h,w]
+        # CPU bf16 autocast computes some Conv3d weight gradients wrongly (utils/precision.py).
+        feat = conv3d_fp32_where_unsafe(self.features, x.transpose(1, 2))  # [B,C,T,H,W] -> [B,ch,t,h,w]
         return self.head(feat.mean(dim=(2, 3, 4)))[:, 0]  # [B]
