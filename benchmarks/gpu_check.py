@@ -366,9 +366,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for gpu_check.json and gpu_check.md")
     p.add_argument("--budget_s", type=float, default=450.0, help="deadline of the whole run in seconds")
     p.add_argument("--smoke", action="store_true", help="every part at tiny sizes (CPU): tests the script")
+    p.add_argument("--cap", nargs="+", default=[], metavar="PART=SECONDS",
+                   help="override a part's time cap (e.g. compile=150)")
     p.add_argument("--only", nargs="+", help="run only these keys (e.g. bench/cycle_gan curves)")
     args = p.parse_args(argv)
     sizes = SMOKE if args.smoke else FULL
+    for item in args.cap:
+        part, _, seconds = item.partition("=")
+        if part not in sizes.caps or not seconds:
+            p.error(f"--cap {item!r}: expected PART=SECONDS with PART one of {', '.join(sizes.caps)}")
+        sizes = SimpleNamespace(**{**vars(sizes), "caps": {**sizes.caps, part: float(seconds)}})
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

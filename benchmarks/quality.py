@@ -180,8 +180,8 @@ def run(mode: str, variant: str, work: Path, seeds: list[int], overrides: dict, 
             path.write_text(json.dumps(row, default=str))
             rows.append(row)
             shutil.rmtree(cfg.run_dir, ignore_errors=True)  # the numbers are what is kept
-            log(f"trained {variant} {label} seed {seed} in {seconds:.0f} s: test PSNR "
-                f"{row['test']['a2b']['psnr']:.2f} / {row['test']['b2a']['psnr']:.2f}")
+            log(f"trained {variant} {label} seed {seed} in {seconds:.0f} s: val PSNR "
+                f"{row['val']['a2b']['psnr']:.2f} / {row['val']['b2a']['psnr']:.2f}")
     return rows
 
 

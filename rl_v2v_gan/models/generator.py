@@ -35,11 +35,13 @@ RESIDUAL_MARGIN = 0.02
 def residual_output(delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """``tanh(atanh(s x) + delta) / s`` with ``s = 1 - RESIDUAL_MARGIN``: exactly ``base`` at delta = 0.
 
-    Computed in float32 (atanh near +-1 is not a bf16 operation); output in ``base``'s dtype range
-    [-1/s, 1/s], which ``to_uint8`` clamps to [-1, 1].
+    Computed in float32 (atanh near +-1 is not a bf16 operation); the output lies in [-1/s, 1/s],
+    which ``to_uint8`` clamps to [-1, 1].
     """
     s = 1.0 - RESIDUAL_MARGIN
-    return torch.tanh(torch.atanh(base.float() * s) + delta.float()) / s
+    # A base that is itself an output (a translation fed to a predictor) may reach 1/s: clamp it
+    # to the frame range so atanh stays finite and its gradient defined.
+    return torch.tanh(torch.atanh(base.float().clamp(-1.0, 1.0) * s) + delta.float()) / s
 
 
 def check_clip(x: torch.Tensor, channels: int, name: str, frames: int | None = None) -> None:

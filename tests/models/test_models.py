@@ -295,6 +295,20 @@ def test_untrained_predictor_copies_the_last_frame(p, frame_size):
         assert (pred(x) - x[:, -1]).abs().max() <= 1e-6
 
 
+def test_outputs_fed_back_as_inputs_keep_finite_gradients():
+    """A saturated output (up to 1/(1 - margin)) is a valid input: a translation goes into a
+    predictor, a prediction into a generator. atanh of it must not give inf or NaN gradients."""
+    torch.manual_seed(0)
+    gen, pred = Generator(3, ngf=4, n_res_blocks=1), Predictor(2, channels=3, ngf=4, n_res_blocks=1)
+    x = torch.full((1, 2, 3, 16, 16), 1 / (1 - RESIDUAL_MARGIN))
+    x[:, :, 0] *= -1
+    x.requires_grad_()
+    out = gen(pred(gen(x))[:, None])
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in [*gen.parameters(), *pred.parameters()] if p.grad is not None)
+
+
 def test_identity_start_still_learns():
     """The zero head passes gradients to itself at once and, one step later, to everything else."""
     torch.manual_seed(0)
