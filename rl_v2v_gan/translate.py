@@ -51,7 +51,11 @@ def translate(cfg: Config, log=print) -> Path:
     gen = nets.gen_ab if cfg.direction == "a2b" else nets.gen_ba
     h, w = cfg.frame_size
     if cfg.output_size == "source":
-        out_h, out_w = info.height - info.height % 2, info.width - info.width % 2  # yuv420p needs even sizes
+        # The source frame, or with --resize_mode crop the centre crop the model saw, at source
+        # resolution: resizing that back to the full frame would stretch it.
+        src_h, src_w = (info.height, info.width) if cfg.resize_mode == "resize" else \
+            video_io.crop_size((info.height, info.width), (h, w))
+        out_h, out_w = src_h - src_h % 2, src_w - src_w % 2  # yuv420p needs even sizes
     else:
         out_h, out_w = h, w
     width = out_w * (2 if cfg.side_by_side else 1)
