@@ -38,7 +38,7 @@ def _rgb(frames: torch.Tensor) -> torch.Tensor:
 def translate(cfg: Config, log=print) -> Path:
     from .models.networks import networks_from_config
     from .train.distributed import resolve_device
-    from .train.loop import restore
+    from .train.checkpoint import restore
 
     src = Path(cfg.input)
     out = Path(cfg.output)

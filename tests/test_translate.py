@@ -14,7 +14,7 @@ from rl_v2v_gan.config import make_config
 from rl_v2v_gan.data import video_io
 from rl_v2v_gan.data.dataset import to_float, to_uint8
 from rl_v2v_gan.models.networks import networks_from_config
-from rl_v2v_gan.train.loop import restore
+from rl_v2v_gan.train.checkpoint import restore
 from rl_v2v_gan.translate import translate_stream
 
 T, H, W = 4, 16, 16

@@ -210,7 +210,7 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
     from ..models.networks import networks_from_config
     from ..train import checkpoint as ckpt_io
     from ..train.distributed import resolve_device
-    from ..train.loop import restore
+    from ..train.checkpoint import restore
 
     device = resolve_device(cfg.device)
     store = prepare_data(cfg)

@@ -65,7 +65,7 @@ def released(*tensors: torch.Tensor, timeout_s: float = 10.0) -> None:
     waits here, without the GIL, until the worker has let go. NCCL frees its work on its own
     watchdog, which ``destroy_process_group`` stops.
     """
-    if not dist.is_initialized() or dist.get_backend() != "gloo":
+    if not dist.is_initialized() or dist.get_backend() != "gloo" or not hasattr(torch.Tensor, "_use_count"):
         return
     deadline = time.monotonic() + timeout_s
     for t in tensors:
