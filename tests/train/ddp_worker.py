@@ -22,6 +22,9 @@ out, data_root = sys.argv[1], sys.argv[2]
 cfg = make_config(config="tiny", data_root=data_root, device="cpu")
 info, device = init_distributed("cpu")
 trainer = build_trainer(cfg, device, info)
+if info.rank == 0:  # as the CLI does: one rank writes the clip store, the others then read it
+    prepare_data(cfg, log=lambda *a: None)
+dist.barrier()
 store = prepare_data(cfg, log=lambda *a: None)
 dataset = UnpairedClips(store, cfg.clip_length)
 losses = []
