@@ -20,7 +20,8 @@ demo: install
 	rm -rf checkpoints/demo
 	$(PY) main.py --mode train --config demo
 	$(PY) main.py --mode eval --config demo --all_checkpoints
-	@echo "demo done: metrics in checkpoints/demo/metrics.json, samples in checkpoints/demo/samples/"
+	$(PY) main.py --mode report --config demo
+	@echo "demo done: open checkpoints/demo/report.html; metrics in checkpoints/demo/metrics.json, samples in checkpoints/demo/samples/"
 
 test: install
 	$(PY) -m pytest

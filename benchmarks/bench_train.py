@@ -23,48 +23,71 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 METHODS = ("recycle_gan", "rl_v2v_gan", "cycle_gan")
+# The Recycle-GAN reference (aayushbansal/Recycle-GAN as published: resnet_6blocks generator, unet_256
+# predictor, PatchGAN), measured on this project's 2-core CPU with a 3-frame clip, batch 1, ngf 64,
+# LSGAN, lambda 10, 2 threads: seconds and FLOPs per step, by frame side.
+REFERENCE = {256: {"step_s": 6.2, "flops_per_step": 1.8e12}, 128: {"step_s": 3.2, "flops_per_step": None}}
 
 
-def measure(method: str, args) -> dict:
+def measure(method: str, args, max_seconds: float | None = None, count_flops: bool = True,
+            progress=lambda row: None) -> dict:
+    """One method at ``args``' config: median step seconds, clips/s, FLOPs per step, peak memory.
+
+    ``max_seconds`` caps the timed steps (at least one runs; ``steps_timed`` says how many);
+    ``progress`` receives the partial row after the warm-up and after each timed step, so a caller
+    that kills a slow run still has what was measured.
+    """
     from rl_v2v_gan.config import make_config
     from rl_v2v_gan.train.distributed import DistInfo, resolve_device
     from rl_v2v_gan.train.loop import build_trainer
 
     device = resolve_device(args.device)
+    # actor_start_step=0: the steady state, with the actor term on (it waits for the critic in real runs).
     cfg = make_config(method=method, input_shape=tuple(args.input_shape), batch_size=args.batch_size, ngf=args.ngf,
                       ndf=args.ndf, buffer_size=args.buffer_size, amp=args.amp, compile=args.compile,
-                      device=args.device)
+                      device=args.device, actor_start_step=0,
+                      **{k: getattr(args, k) for k in ("gan_mode", "lambda_rr", "lambda_rc") if hasattr(args, k)})
     trainer = build_trainer(cfg, device, DistInfo())
     t, h, w, c = cfg.input_shape
     g = torch.Generator().manual_seed(0)
     batch = {d: torch.randint(0, 256, (cfg.batch_size, t, c, h, w), dtype=torch.uint8, generator=g) for d in "ab"}
+    out = {"method": method, "amp": args.amp, "compile": bool(args.compile), "device": str(device)}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name()
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    start = time.perf_counter()
     for _ in range(args.warmup):  # oneDNN / cuDNN / compile warm-up per shape
         trainer.train_step(batch)
     sync()
-    if device.type == "cuda":
+    out["warmup_s"] = time.perf_counter() - start
+    progress(out)
+    if device.type == "cuda":  # the steady-state peak, warm-up (autotuning, compilation) aside
         torch.cuda.reset_peak_memory_stats()
     times = []
+    deadline = time.perf_counter() + max_seconds if max_seconds else None
     for _ in range(args.steps):
         start = time.perf_counter()
-        trainer.train_step(batch)
+        logs = trainer.train_step(batch)
         sync()
         times.append(time.perf_counter() - start)
-    with FlopCounterMode(display=False) as counter:
-        trainer.train_step(batch)
-    step = statistics.median(times)
-    out = {"method": method, "step_s": step, "clips_per_s": cfg.batch_size / step,
-           "flops_per_step": counter.get_total_flops(), "device": str(device)}
-    out["flops_per_s"] = out["flops_per_step"] / step
-    if device.type == "cuda":
-        out["peak_mem_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        out["device_name"] = torch.cuda.get_device_name()
-    else:
-        out["peak_mem_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out.update(step_s=statistics.median(times), steps_timed=len(times),
+                   skipped_updates=sum(v for k, v in logs.items() if k.startswith("skipped/")))
+        out["clips_per_s"] = cfg.batch_size / out["step_s"]
+        out["peak_mem_mib"] = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+                               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
+        progress(out)
+        if deadline and time.perf_counter() > deadline:
+            break
+    if count_flops:
+        with FlopCounterMode(display=False) as counter:
+            trainer.train_step(batch)
+        out["flops_per_step"] = counter.get_total_flops()
+        out["flops_per_s"] = out["flops_per_step"] / out["step_s"]
+        progress(out)
     return out
 
 
@@ -78,8 +101,11 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
+    p.add_argument("--amp", default="none", choices=("none", "auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--gan_mode", default="vanilla", choices=("vanilla", "lsgan"))
+    p.add_argument("--lambda_rr", type=float, default=10.0)
+    p.add_argument("--lambda_rc", type=float, default=10.0)
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="device peak for MFU (e.g. 989 for H100 SXM dense bf16)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
@@ -107,6 +133,13 @@ def main() -> None:
         print(f"{r['method']:<12}{r['step_s']:>9.3f}{r['clips_per_s']:>9.2f}{r['step_s'] / base['step_s']:>11.2f}"
               f"{r['flops_per_step'] / 1e9:>12.1f}{r['flops_per_s'] / 1e9:>10.1f}{mfu:>7}"
               f"{r['peak_mem_mib']:>10.0f}{r['peak_mem_mib'] / base['peak_mem_mib']:>7.2f}")
+    ref = REFERENCE.get(h) if (t, h, w, args.batch_size, args.ngf) == (3, h, h, 1, 64) else None
+    recycle = next((r for r in rows if r["method"] == "recycle_gan"), None)
+    if ref and recycle:
+        flops = (f"{recycle['flops_per_step'] / 1e12:.2f} TFLOP against {ref['flops_per_step'] / 1e12:.1f} "
+                 f"({recycle['flops_per_step'] / ref['flops_per_step']:.2f}x)" if ref["flops_per_step"] else "")
+        print(f"recycle_gan against the Recycle-GAN reference at {h}x{w}: step {recycle['step_s']:.2f} s against "
+              f"{ref['step_s']} s ({recycle['step_s'] / ref['step_s']:.2f}x){'; ' + flops if flops else ''}")
 
 
 if __name__ == "__main__":

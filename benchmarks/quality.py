@@ -10,17 +10,28 @@ budget, sizes and seed; the identity (output = input) is the floor to beat.
     .venv/bin/python benchmarks/quality.py --quick    # a tiny end-to-end check (CI)
 
 Variants: ``standard`` (B from every video) and ``fewshot`` (B from a single video).
-Prints a markdown table; ``--json PATH`` also writes the numbers.
+Rows: the identity, ``rl_v2v_gan``, ``rl_v2v_gan`` with ``lambda_pg = 0`` (video loss, no RL: the
+RL term's own effect), ``recycle_gan`` and ``cycle_gan``; each over ``--seeds`` (full mode: 3) as
+mean ± std. Prints a markdown table; ``--json PATH`` also writes the numbers.
+
+Splits: the clips just before the test clips are a **validation** split (same construction, never
+trained on). Settings are chosen on ``--split val``; the README reports ``--split test``. Each
+run's numbers on both splits are cached as JSON keyed by its configuration
+(``<work>/cache/<key>.json``), so a full table is built up over several invocations and a rerun
+only trains what is missing; ``--set KEY=VALUE`` overrides a flag of every learned method.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.util
 import io
 import json
 import platform
+import shutil
+import statistics
 import sys
 import time
 from datetime import date
@@ -37,12 +48,15 @@ from rl_v2v_gan.eval.evaluator import VideoEvaluator
 from rl_v2v_gan.models.networks import networks_from_config
 from rl_v2v_gan.train.loop import restore, train
 
-METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
+# Row label -> (method, flags): lambda_pg = 0 keeps the video loss and drops the RL term.
+METHODS = {"rl_v2v_gan": ("rl_v2v_gan", {}), "rl_v2v_gan λ_pg=0": ("rl_v2v_gan", {"lambda_pg": 0.0}),
+           "recycle_gan": ("recycle_gan", {}), "cycle_gan": ("cycle_gan", {})}
+SPLITS = ("val", "test")
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 MODES = {
     # frame side, clip length, training steps, ngf = ndf, batch size, test batches evaluated
-    "quick": dict(size=16, t=4, steps=4, ngf=4, batch=2, eval_batches=2),
-    "full": dict(size=32, t=6, steps=240, ngf=16, batch=4, eval_batches=20),
+    "quick": dict(size=16, t=4, steps=4, ngf=4, batch=2, eval_batches=2, seeds=1),
+    "full": dict(size=32, t=6, steps=150, ngf=16, batch=4, eval_batches=20, seeds=3),
 }
 
 
@@ -73,30 +87,35 @@ def write_frames(folder: Path, clip: np.ndarray) -> None:
 
 
 def build_dataset(root: Path, size: int, t: int, variant: str) -> dict:
-    """Folder dataset of PNG-frame clips; returns counts. Clips alternate between A and B pools."""
-    counts = {"trainA": 0, "trainB": 0, "testA": 0, "testB": 0}
+    """Two folder datasets of PNG-frame clips with the same training clips: ``root/test`` and
+    ``root/val`` differ only in their held-out clips. Returns counts. Clips alternate between the
+    A and B pools."""
+    counts = {"trainA": 0, "trainB": 0, "testA": 0, "testB": 0, "valA": 0, "valB": 0}
     for v, name in enumerate(VIDEOS):
         frames, _ = video_io.read_video(sample_dir() / name, size=(size, size), resize_mode="crop")
         clips = [frames[i:i + t] for i in range(0, len(frames) - t + 1, t)]
         n_test = max(2, len(clips) // 5)
-        train, test = clips[:-n_test], clips[-n_test:]
+        train, held = clips[:-2 * n_test], {"val": clips[-2 * n_test:-n_test], "test": clips[-n_test:]}
         for i, clip in enumerate(train):
             if i % 2 == 0:
-                write_frames(root / "trainA" / f"v{v}_c{i:03d}", clip)
+                for split in SPLITS:
+                    write_frames(root / split / "trainA" / f"v{v}_c{i:03d}", clip)
                 counts["trainA"] += 1
             elif variant == "standard" or v == 0:  # few-shot: domain B from a single video
-                write_frames(root / "trainB" / f"v{v}_c{i:03d}", night(clip, 1000 * v + i))
+                for split in SPLITS:
+                    write_frames(root / split / "trainB" / f"v{v}_c{i:03d}", night(clip, 1000 * v + i))
                 counts["trainB"] += 1
-        for i, clip in enumerate(test):
-            key = f"v{v}_c{i:03d}"
-            if i % 2 == 0:  # testA: footage, ground truth = its night version
-                write_frames(root / "testA" / key, clip)
-                write_frames(root / "testA_gt" / key, night(clip, 5000 + 1000 * v + i))
-                counts["testA"] += 1
-            else:  # testB: night footage, ground truth = the original
-                write_frames(root / "testB" / key, night(clip, 9000 + 1000 * v + i))
-                write_frames(root / "testB_gt" / key, clip)
-                counts["testB"] += 1
+        for split, offset in (("val", 20000), ("test", 0)):
+            for i, clip in enumerate(held[split]):
+                key, seed = f"v{v}_c{i:03d}", offset + 1000 * v + i
+                if i % 2 == 0:  # testA: footage, ground truth = its night version
+                    write_frames(root / split / "testA" / key, clip)
+                    write_frames(root / split / "testA_gt" / key, night(clip, 5000 + seed))
+                    counts[f"{split}A"] += 1
+                else:  # testB: night footage, ground truth = the original
+                    write_frames(root / split / "testB" / key, night(clip, 9000 + seed))
+                    write_frames(root / split / "testB_gt" / key, clip)
+                    counts[f"{split}B"] += 1
     return counts
 
 
@@ -109,74 +128,136 @@ class Identity(torch.nn.Module):
         self.gen_ba = torch.nn.Identity()
 
 
-def run(mode: str, variant: str, work: Path, seed: int) -> list[dict]:
+def run_key(payload: dict) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run(mode: str, variant: str, work: Path, seeds: list[int], overrides: dict, labels: list[str],
+        log=print) -> list[dict]:
+    """Every (label, seed) run of one variant, from the cache where it holds it."""
     m = MODES[mode]
     root = work / variant / "data"
+    if root.exists():
+        shutil.rmtree(root)
     counts = build_dataset(root, m["size"], m["t"], variant)
-    common = dict(dataset="folder", data_root=str(root), input_shape=(m["t"], m["size"], m["size"], 3),
+    common = dict(dataset="folder", input_shape=(m["t"], m["size"], m["size"], 3),
                   ngf=m["ngf"], ndf=m["ngf"], n_res_blocks=1, batch_size=m["batch"], epochs=1,
-                  steps_per_epoch=m["steps"], eval_batches=m["eval_batches"], seed=seed, device="cpu",
-                  learning_rate=5e-4, buffer_size=2000, checkpoint_dir=str(work / variant / "runs"), log_every=50)
-    base_cfg = make_config(method="recycle_gan", **common)
-    store = prepare_data(base_cfg, log=lambda *a: None)
-    evaluator = VideoEvaluator(store, m["t"], m["batch"], torch.device("cpu"))
-    rows = [{"variant": variant, "method": "identity", "seconds": 0.0, "counts": counts,
-             **evaluator.evaluate(Identity(), m["eval_batches"])}]
-    for method in METHODS:
-        cfg = make_config(method=method, checkpoint_name=method, **common)
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            code = train(cfg)
-        seconds = time.perf_counter() - start
-        if code:
-            sys.exit(f"training {method} failed with exit code {code}")
-        nets = networks_from_config(cfg)
-        restore(cfg, nets, None, None, log=lambda *a: None)
-        rows.append({"variant": variant, "method": method, "seconds": seconds, "counts": counts,
-                     **evaluator.evaluate(nets, m["eval_batches"])})
+                  steps_per_epoch=m["steps"], eval_batches=m["eval_batches"], device="cpu",
+                  learning_rate=5e-4, buffer_size=2000, log_every=50)
+    evaluators = {}
+    for split in SPLITS:
+        cfg = make_config(method="recycle_gan", data_root=str(root / split), **common)
+        store = prepare_data(cfg, log=lambda *a: None)
+        evaluators[split] = VideoEvaluator(store, m["t"], m["batch"], torch.device("cpu"))
+    rows = [{"variant": variant, "method": "identity", "seed": None, "seconds": 0.0, "counts": counts,
+             **{split: ev.evaluate(Identity(), m["eval_batches"]) for split, ev in evaluators.items()}}]
+    cache = work.parent / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    for label in labels:
+        method, flags = METHODS[label]
+        for seed in seeds:
+            flags_all = {**flags, **overrides}
+            key = run_key({"mode": m, "variant": variant, "method": method, "flags": flags_all, "seed": seed,
+                           "common": {k: str(v) for k, v in common.items()}, "version": 2})
+            path = cache / f"{key}.json"
+            if path.exists():
+                rows.append(json.loads(path.read_text()))
+                log(f"cached  {variant} {label} seed {seed}")
+                continue
+            cfg = make_config(method=method, seed=seed, checkpoint_name=f"{key}", data_root=str(root / "test"),
+                              checkpoint_dir=str(work / variant / "runs"), **common, **flags_all)
+            start = time.perf_counter()
+            with contextlib.redirect_stdout(io.StringIO()):
+                code = train(cfg)
+            seconds = time.perf_counter() - start
+            if code:
+                sys.exit(f"training {label} (seed {seed}) failed with exit code {code}")
+            nets = networks_from_config(cfg)
+            restore(cfg, nets, None, None, log=lambda *a: None)
+            row = {"variant": variant, "method": label, "seed": seed, "flags": flags_all, "seconds": seconds,
+                   "counts": counts,
+                   **{split: ev.evaluate(nets, m["eval_batches"]) for split, ev in evaluators.items()}}
+            path.write_text(json.dumps(row, default=str))
+            rows.append(row)
+            shutil.rmtree(cfg.run_dir, ignore_errors=True)  # the numbers are what is kept
+            log(f"trained {variant} {label} seed {seed} in {seconds:.0f} s: val PSNR "
+                f"{row['val']['a2b']['psnr']:.2f} / {row['val']['b2a']['psnr']:.2f}")
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    def f(v, fmt=".2f"):
-        return "n/a" if v is None else format(v, fmt)
+def _stat(rows: list[dict], split: str, direction: str, metric: str) -> tuple[float, float] | None:
+    values = [r[split][direction][metric] for r in rows if r[split][direction].get(metric) is not None]
+    if not values:
+        return None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
-    lines = ["| variant | method | PSNR a2b | PSNR b2a | SSIM a2b | SSIM b2a | temporal err a2b | temporal err b2a "
-             "| flicker a2b | cycle PSNR a2b | train s |", "|" + "---|" * 11]
+
+def table(rows: list[dict], split: str) -> str:
+    def f(stat, fmt=".2f"):
+        if stat is None:
+            return "n/a"
+        mean, std = stat
+        return format(mean, fmt) + (f" ± {format(std, fmt)}" if std else "")
+
+    lines = [f"| variant | method | seeds | PSNR a2b | PSNR b2a | SSIM a2b | SSIM b2a | temporal err a2b "
+             f"| temporal err b2a | flicker a2b | cycle PSNR a2b | train s |", "|" + "---|" * 12]
+    groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        a, b = r["a2b"], r["b2a"]
-        lines.append(f"| {r['variant']} | {r['method']} | {f(a['psnr'])} | {f(b['psnr'])} | {f(a['ssim'], '.3f')} | "
-                     f"{f(b['ssim'], '.3f')} | {f(a['temporal_error'], '.4f')} | {f(b['temporal_error'], '.4f')} | "
-                     f"{f(a['flicker_ratio'])} | {f(a['cycle_psnr']) if r['method'] != 'identity' else '—'} | "
-                     f"{r['seconds']:.0f} |")
+        groups.setdefault((r["variant"], r["method"]), []).append(r)
+    for (variant, method), rs in groups.items():
+        def s(d, metric, fmt=".2f"):
+            return f(_stat(rs, split, d, metric), fmt)
+
+        seeds = "—" if method == "identity" else str(len(rs))
+        cycle = "—" if method == "identity" else s("a2b", "cycle_psnr")
+        lines.append(f"| {variant} | {method} | {seeds} | {s('a2b', 'psnr')} | {s('b2a', 'psnr')} | "
+                     f"{s('a2b', 'ssim', '.3f')} | {s('b2a', 'ssim', '.3f')} | {s('a2b', 'temporal_error', '.4f')} | "
+                     f"{s('b2a', 'temporal_error', '.4f')} | {s('a2b', 'flicker_ratio')} | {cycle} | "
+                     f"{statistics.fmean(r['seconds'] for r in rs):.0f} |")
     return "\n".join(lines)
+
+
+def _override(text: str) -> tuple[str, object]:
+    key, _, value = text.partition("=")
+    if not key or not _:
+        raise argparse.ArgumentTypeError(f"--set needs KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes and steps: checks the pipeline end to end")
-    p.add_argument("--work", default="outputs/quality", help="folder for the generated dataset and runs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", default="outputs/quality", help="folder for the generated dataset, runs and cache")
+    p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2 in full mode, 0 in quick)")
     p.add_argument("--variants", nargs="+", default=["standard", "fewshot"], choices=["standard", "fewshot"])
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="LABEL",
+                   help=f"rows to train (default: all of {', '.join(METHODS)})")
+    p.add_argument("--split", default="test", choices=SPLITS,
+                   help="split shown in the table: choose settings on val, report test")
+    p.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=VALUE",
+                   help="override a flag of every learned method (cached under its own key)")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
-    work = Path(args.work) / mode
-    if work.exists():
-        import shutil
-
-        shutil.rmtree(work)
-    start = time.perf_counter()
-    rows = [row for variant in args.variants for row in run(mode, variant, work, args.seed)]
     m = MODES[mode]
-    print(f"quality benchmark ({mode}): {m['t']}x{m['size']}x{m['size']}x3 clips, {m['steps']} steps, batch "
-          f"{m['batch']}, ngf=ndf={m['ngf']}, seed {args.seed}; {platform.processor() or platform.machine()}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}, {date.today()}; "
-          f"total {time.perf_counter() - start:.0f} s")
+    seeds = args.seeds if args.seeds is not None else list(range(m["seeds"]))
+    work = Path(args.work) / mode
+    start = time.perf_counter()
+    rows = [row for variant in args.variants
+            for row in run(mode, variant, work, seeds, dict(args.set), args.methods,
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True))]
+    extra = ", ".join(f"{k}={v}" for k, v in args.set) or "defaults"
+    print(f"quality benchmark ({mode}, {args.split} split, {extra}): {m['t']}x{m['size']}x{m['size']}x3 clips, "
+          f"{m['steps']} steps, batch {m['batch']}, ngf=ndf={m['ngf']}, seeds {seeds}; "
+          f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+          f"{torch.__version__}, {date.today()}; this invocation {time.perf_counter() - start:.0f} s")
     for variant in args.variants:
         counts = next(r["counts"] for r in rows if r["variant"] == variant)
         print(f"{variant}: clips " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    print(table(rows))
+    print(table(rows, args.split))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
 

@@ -91,6 +91,11 @@ def run(cfg: Config) -> int:
 
         evaluate_run(cfg)
         return 0
+    if cfg.mode == "report":
+        from .eval.report import report_run
+
+        report_run(cfg)
+        return 0
     from .translate import translate
 
     translate(cfg)

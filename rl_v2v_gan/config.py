@@ -18,12 +18,12 @@ import yaml
 
 from .errors import ConfigError
 
-MODES = ("prepare_data", "train", "eval", "translate")
+MODES = ("prepare_data", "train", "eval", "translate", "report")
 METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Flags that shape the networks: a checkpoint only loads into networks built with the same values.
-ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm")
+ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm", "residual")
 # Flags that choose the data a run was trained on: eval and translate default to them too.
 DATA_FLAGS = ("dataset", "data_root", "resize_mode", "frame_stride", "synthetic_train_clips",
               "synthetic_test_clips", "seed")
@@ -67,6 +67,8 @@ class Config:
     ndf: int = _f(64, "discriminator / Q-network base channels")
     n_res_blocks: int = _f(2, "residual blocks at the generator bottleneck")
     norm: str = _f("instance", "normalisation layer", choices=("instance", "batch"))
+    residual: bool = _f(True, "start from the identity: generators and predictors output a learned residual on "
+                              "their input frame / last context frame (--no-residual: plain tanh output)")
 
     # --- optimisation --------------------------------------------------------------------------
     learning_rate: float = _f(1e-4, "Adam learning rate of every network")
@@ -79,14 +81,22 @@ class Config:
     lambda_rr: float = _f(0.1, "weight of the recurrent loss L_rr")
     lambda_rc: float = _f(0.1, "weight of the recycle loss L_rc")
     lambda_cyc: float | None = _f(None, "weight of the cycle loss (default: 10 for cycle_gan, else 0)")
-    lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor")
+    lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor (scale-free: divided by its own mean |Q|)")
+    lambda_idt: float = _f(0.0, "weight of the identity loss |gen_ab(b) - b| + |gen_ba(a) - a| (CycleGAN)")
 
     # --- reinforcement learning ----------------------------------------------------------------
     gamma: float = _f(0.99, "discount factor of the TD target")
     tau: float = _f(0.001, "soft-update rate of the target networks")
     sigma1: float = _f(0.5, "probability that a minibatch element comes from the replay buffer")
     sigma2: float = _f(0.5, "probability of a random (exploring) choice between the two candidate actions")
+    rl_episodes: int = _f(2, "episodes rolled out per domain and step: the first clips of the batch (at most all)")
+    rl_batch: int = _f(16, "critic minibatch per domain: transitions drawn from the fresh rollouts and the buffer")
+    actor_batch: int = _f(8, "actor states per domain: the first of the critic's minibatch states")
+    actor_start_step: int = _f(50, "steps the actor term waits while the critic warms up on rollouts")
     buffer_size: int = _f(10000, "replay buffer capacity in transitions (split evenly between the domains)")
+    replay_device: str = _f("auto", "where the replay buffer lives: auto = on the GPU when it takes at most a quarter of "
+                            "its free memory, else pinned host memory (only minibatches are copied)",
+                            choices=("auto", "cpu", "cuda"))
 
     # --- checkpoints, evaluation, logging ------------------------------------------------------
     checkpoint_dir: str = _f("checkpoints", "folder holding the runs")
@@ -97,10 +107,13 @@ class Config:
     all_checkpoints: bool = _f(False, "eval mode: evaluate every checkpoint of the run into one table")
     fid_weights: str | None = _f(None, "Inception weights file for FID (else RLV2V_FID_WEIGHTS or the torch hub cache)")
     log_every: int = _f(10, "steps between TensorBoard scalar writes")
+    keep_checkpoints: int | None = _f(None, "keep only the newest N checkpoints of the run (default: all); only the "
+                                      "newest holds the replay buffer")
     max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
 
     # --- speed ---------------------------------------------------------------------------------
-    amp: str = _f("none", "mixed precision on CUDA", choices=("none", "bf16", "fp16"))
+    amp: str = _f("none", "mixed precision on CUDA: auto = bf16 on CUDA, none on CPU",
+                  choices=("none", "auto", "bf16", "fp16"))
     compile: bool = _f(False, "torch.compile the networks (made for CUDA; works on CPU too)")
 
     # --- translate -----------------------------------------------------------------------------
@@ -108,8 +121,8 @@ class Config:
     output: str | None = _f(None, "translate: output mp4 path")
     direction: str = _f("a2b", "translate: a2b uses gen_ab, b2a uses gen_ba", choices=("a2b", "b2a"))
     side_by_side: bool = _f(False, "translate: write input and output side by side")
-    output_size: str = _f("model", "translate: write at the model's H x W or resized back to the source size",
-                          choices=("model", "source"))
+    output_size: str = _f("model", "translate: write at the model's H x W or back at the source size "
+                          "(with --resize_mode crop: the crop, unstretched)", choices=("model", "source"))
 
     # --- derived views -------------------------------------------------------------------------
     @property
@@ -179,13 +192,13 @@ class Config:
             bad("input_shape", f"needs T greater than --context_frames ({self.context_frames})", list(self.input_shape))
         for name in ("batch_size", "epochs", "steps_per_epoch", "eval_batches", "ngf", "ndf", "buffer_size",
                      "synthetic_train_clips", "synthetic_test_clips", "frame_stride", "log_every",
-                     "max_nonfinite_steps"):
+                     "max_nonfinite_steps", "rl_batch", "actor_batch", "rl_episodes"):
             if getattr(self, name) <= 0:
                 bad(name, "must be positive", getattr(self, name))
-        for name in ("n_res_blocks", "num_workers"):
+        for name in ("n_res_blocks", "num_workers", "actor_start_step"):
             if getattr(self, name) < 0:
                 bad(name, "must be non-negative", getattr(self, name))
-        for name in ("max_videos_a", "max_videos_b"):
+        for name in ("max_videos_a", "max_videos_b", "keep_checkpoints"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 bad(name, "must be positive", getattr(self, name))
         if not self.learning_rate > 0:
@@ -197,7 +210,7 @@ class Config:
             bad("tau", "must be in (0, 1]", self.tau)
         if not 0.0 <= self.gamma < 1.0:
             bad("gamma", "must be in [0, 1)", self.gamma)
-        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg"):
+        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg", "lambda_idt"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be non-negative", getattr(self, name))
         if self.lambda_cyc is not None and not self.lambda_cyc >= 0:

@@ -14,8 +14,9 @@ from rl_v2v_gan.config import make_config
 from rl_v2v_gan.models.networks import networks_from_config
 from rl_v2v_gan.train.trainer import Trainer
 
+# actor_start_step=0: the actor term (which waits for the critic in real runs) is on from step 0.
 TINY = dict(input_shape=(4, 16, 16, 3), ngf=4, ndf=4, n_res_blocks=1, batch_size=2, buffer_size=64,
-            synthetic_train_clips=8, synthetic_test_clips=2, steps_per_epoch=2, device="cpu")
+            synthetic_train_clips=8, synthetic_test_clips=2, steps_per_epoch=2, device="cpu", actor_start_step=0)
 
 
 def pytest_configure(config):

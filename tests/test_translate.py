@@ -265,3 +265,55 @@ def test_a_rotated_phone_video_is_translated_upright(runs, tmp_path, rotated_vid
     left = frames[..., :16].astype(float)  # the input as the model saw it: red above blue
     assert left[:, 0, :16].mean() > 150 > left[:, 0, 16:].mean()
     assert left[:, 2, 16:].mean() > 150 > left[:, 2, :16].mean()
+
+
+# A folder of videos
+
+
+@pytest.fixture
+def video_folder(carphone, tmp_path) -> Path:
+    """in/: two mp4s, a folder of frames and a stray text file."""
+    frames = video_io.read_video(carphone, (24, 32))[0]
+    folder = tmp_path / "in"
+    video_io.write_video(folder / "day1.mp4", frames[:10], 30.0)
+    video_io.write_video(folder / "day2.mp4", frames[10:16], 12.0)
+    (folder / "shots").mkdir()
+    for i, frame in enumerate(frames[16:21], 1):
+        Image.fromarray(np.ascontiguousarray(frame.transpose(1, 2, 0))).save(folder / "shots" / f"{i}.png")
+    (folder / "notes.txt").write_text("not a video")
+    return folder
+
+
+def test_a_folder_of_videos_gives_one_mp4_each(runs, nets, video_folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run_cli(capsys, translate_argv(runs, video_folder, out))
+    assert code == 0 and err == ""
+    assert f"translated 3 video(s) of {video_folder} (a2b, checkpoint epoch_0001) -> {out}" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["day1.mp4", "day2.mp4", "shots.mp4"]  # nothing else
+    for name, frames, fps in (("day1", 10, 30.0), ("day2", 6, 12.0), ("shots", 5, video_io.DEFAULT_FOLDER_FPS)):
+        info = video_io.probe(out / f"{name}.mp4")
+        assert (info.num_frames, info.width, info.height, info.fps) == (frames, W, H, pytest.approx(fps))
+    src = video_folder / "day2.mp4"  # each video starts from a fresh ConvLSTM state
+    assert luma_psnr(video_io.read_video(out / "day2.mp4")[0], expected_output(nets, src)) > 30
+
+
+def test_a_bad_video_in_the_folder_is_one_line_or_skipped(runs, video_folder, tmp_path, capsys):
+    bad = video_folder / "bad.mp4"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    out = tmp_path / "out"
+    code, _, err = run_cli(capsys, translate_argv(runs, video_folder, out))
+    assert code == 1 and err.count("\n") == 1 and "cannot decode video" in err and str(bad) in err, err
+    assert "--skip_bad_videos" in err and not out.exists()  # probed before anything is written
+    code, stdout, err = run_cli(capsys, translate_argv(runs, video_folder, out, "--skip_bad_videos"))
+    assert code == 0 and f"warning: skipping cannot decode video '{bad}'" in stdout
+    assert "skipped 1 bad video(s)" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["day1.mp4", "day2.mp4", "shots.mp4"]
+
+
+def test_a_folder_of_videos_needs_an_output_folder(runs, video_folder, tmp_path, capsys):
+    out = tmp_path / "all.mp4"
+    code, _, err = run_cli(capsys, translate_argv(runs, video_folder, out))
+    assert_failed_cleanly(code, err, out, "is a folder of videos, so --output must be a folder")
+    (video_folder / "day1.avi").write_bytes(b"")  # would also become day1.mp4
+    code, _, err = run_cli(capsys, translate_argv(runs, video_folder, tmp_path / "out"))
+    assert code == 1 and "would both be written to" in err and not (tmp_path / "out").exists()

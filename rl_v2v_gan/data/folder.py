@@ -2,7 +2,8 @@
 
 Layout (the CycleGAN / Recycle-GAN convention)::
 
-    ROOT/trainA/  ROOT/trainB/  ROOT/testA/  ROOT/testB/     video files, or one folder of frames per video
+    ROOT/trainA/  ROOT/trainB/  ROOT/testA/  ROOT/testB/     video files, one folder of frames per video,
+                                                             or frame images directly (see flat_frames.py)
     ROOT/testA_gt/  ROOT/testB_gt/                           optional paired ground truth (same names)
 
 The store lives in ``ROOT/.clipstore/<H>x<W>x<C>_<resize>_s<stride>/``: one uint8 ``.npy`` per
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import Counter
 from pathlib import Path
 
 
@@ -22,6 +24,7 @@ from ..errors import UserError
 from ..utils.fs import atomic_save_npy
 from . import video_io
 from .dataset import to_channels
+from .flat_frames import FrameRun, group_frames, has_frames
 from .store import SPLITS, ClipStore, read_manifest, write_manifest
 
 SEED_PRESETS = {"city": "day / night driving", "flower": "red / yellow flowers", "artificial": "simulation / real"}
@@ -33,16 +36,27 @@ def store_dir(cfg: Config) -> Path:
     return cfg.resolved_data_root / ".clipstore" / f"{h}x{w}x{cfg.channels}_{cfg.resize_mode}_s{cfg.frame_stride}"
 
 
-def list_sources(folder: Path) -> list[Path]:
-    """The videos of one split folder: video files and frame folders, in natural order."""
+def list_sources(folder: Path) -> list[Path | FrameRun]:
+    """The videos of one split folder: video files, frame folders and the videos of frame images
+    lying directly in it (grouped by name, see :mod:`.flat_frames`), in natural order."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if not p.name.startswith(".") and video_io.is_video_source(p)]
+    found: list[Path | FrameRun] = [p for p in folder.iterdir()
+                                    if not p.name.startswith(".") and video_io.is_video_source(p)]
+    if has_frames(folder):
+        found += group_frames(folder)
+    names = Counter(_store_name("", src) for src in found)
+    clash = [src.name for src in found if names[_store_name("", src)] > 1]
+    if clash:
+        raise UserError(f"{folder} holds two videos named '{clash[0]}' (a frame folder and frame images with "
+                        f"that prefix?): rename one")
     return sorted(found, key=lambda p: video_io.natural_key(p.name))
 
 
-def _stat(path: Path) -> tuple[int, float]:
+def _stat(path: Path | FrameRun) -> tuple[int, float]:
     """(size, mtime) of a video file, or of a frames folder (its files summed, newest mtime)."""
+    if isinstance(path, FrameRun):
+        return path.stat()
     if path.is_dir():
         stats = [f.stat() for f in path.iterdir() if f.is_file()]
         return sum(s.st_size for s in stats), max((s.st_mtime for s in stats), default=0.0)
@@ -50,7 +64,7 @@ def _stat(path: Path) -> tuple[int, float]:
     return s.st_size, s.st_mtime
 
 
-def _store_name(split: str, src: Path) -> str:
+def _store_name(split: str, src: Path | FrameRun) -> str:
     """The store file of a video: its name made safe, plus a hash of the real name when that changed
     it, so that ``a b.mp4`` and ``a_b.mp4`` do not share (and overwrite) one file."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", src.name)
@@ -60,7 +74,7 @@ def _store_name(split: str, src: Path) -> str:
 
 
 def _missing_message(cfg: Config, root: Path) -> str:
-    layout = f"{root}/{{trainA,trainB,testA,testB}}/ holding video files or one folder of frames per video"
+    layout = f"{root}/{{trainA,trainB,testA,testB}}/ holding video files, one folder of frames per video, or frame images"
     if cfg.dataset in SEED_PRESETS:
         return (f"dataset '{cfg.dataset}' ({SEED_PRESETS[cfg.dataset]}) not found: expected {layout}; "
                 f"its data comes from the download links in the seed README")
@@ -83,7 +97,7 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
     for split in SPLITS:
         sources = list_sources(root / split)
         if split in REQUIRED and not sources:
-            raise UserError(f"no videos in {root / split} (expected video files or folders of frames)")
+            raise UserError(f"no videos in {root / split} (expected video files, folders of frames or frame images)")
         entries = []
         for src in sources:
             size, mtime = _stat(src)
@@ -92,7 +106,10 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
                 entries.append(old)
                 continue
             try:
-                frames, fps = video_io.read_video(src, (h, w), cfg.resize_mode, cfg.frame_stride)
+                if isinstance(src, FrameRun):
+                    frames, fps = src.read((h, w), cfg.resize_mode, cfg.frame_stride)
+                else:
+                    frames, fps = video_io.read_video(src, (h, w), cfg.resize_mode, cfg.frame_stride)
                 if len(frames) < t and split not in REQUIRED:  # evaluation has no clip of it to use
                     log(f"warning: skipping test video '{src}': {len(frames)} frames (after --frame_stride "
                         f"{cfg.frame_stride}), fewer than T={t}")

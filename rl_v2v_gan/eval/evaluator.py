@@ -246,6 +246,13 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
     path = cfg.run_dir / "metrics.json"
     atomic_write_text(path, json.dumps(out, indent=2, allow_nan=False))
     print(f"wrote {path}")
+    if cfg.all_checkpoints:
+        from .report import metrics_svg
+
+        svg = metrics_svg(results, cfg.steps_per_epoch)
+        if svg is not None:
+            atomic_write_text(cfg.run_dir / "metrics.svg", svg)
+            print(f"wrote {cfg.run_dir / 'metrics.svg'}")
     return out
 
 

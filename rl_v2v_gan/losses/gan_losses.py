@@ -59,6 +59,11 @@ def recycle_loss(recycled: torch.Tensor, next_frames: torch.Tensor) -> torch.Ten
     return l1(recycled, next_frames)
 
 
+def identity_loss(mapped: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """L_idt = |gen_xy(y) - y|_1 (CycleGAN): a frame already in the target domain stays as it is."""
+    return l1(mapped, real)
+
+
 def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """L_cyc = |gen_yx(gen_xy(x)) - x|_1."""
     return l1(reconstructed, real)

@@ -44,5 +44,10 @@ def critic_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def actor_loss(q_of_policy: torch.Tensor) -> torch.Tensor:
-    """DDPG actor loss: the expected cost ``mean q_d(s, mu(s))``, minimised by the policy."""
-    return q_of_policy.mean()
+    """Scale-free DDPG actor loss (TD3+BC): ``mean q_d(s, mu(s)) / mean |q_d(s, mu(s))|``.
+
+    The divisor is detached, so the gradient is that of the expected cost, divided by its own
+    size: the actor's pull stays ``lambda_pg`` however large the costs, and Q, grow.
+    """
+    scale = q_of_policy.detach().abs().mean().clamp_min(1e-8)
+    return q_of_policy.mean() / scale

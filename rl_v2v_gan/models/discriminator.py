@@ -1,6 +1,8 @@
 """FrameDiscriminator (disc_a, disc_b) and VideoDiscriminator (vdisc_a, vdisc_b).
 
-Strided residual blocks -> global average pool -> fully connected layers -> one logit.
+A strided stem (x2 down at once, as a PatchGAN does) -> strided residual blocks -> global
+average pool -> fully connected layers -> one logit. No convolution runs at full resolution,
+which keeps a 256x256 frame at about 6 GFLOP (DESIGN §3, cost budget).
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..utils.precision import conv3d_fp32_where_unsafe
 from .blocks import ResidualBlock
 from .generator import check_clip
 
@@ -36,9 +39,10 @@ class FrameDiscriminator(nn.Module):
                  norm: str = "instance"):
         super().__init__()
         self.in_channels = in_channels
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
+                                   nn.LeakyReLU(0.2, inplace=True)]
         ch = ndf
-        for i in range(n_downsamples(min(frame_size))):
+        for i in range(n_downsamples(min(frame_size) // 2)):
             out = min(ndf * 2 ** (i + 1), ndf * 8)
             layers.append(ResidualBlock(ch, out, stride=2, norm=norm))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
@@ -60,9 +64,10 @@ class VideoDiscriminator(nn.Module):
         super().__init__()
         self.channels = channels
         t, h, w = clip_shape
-        layers: list[nn.Module] = [nn.Conv3d(channels, ndf, 3, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+        layers: list[nn.Module] = [nn.Conv3d(channels, ndf, (3, 4, 4), stride=(1, 2, 2), padding=1),
+                                   nn.LeakyReLU(0.2, inplace=True)]
         ch = ndf
-        for i in range(n_downsamples(min(h, w))):
+        for i in range(n_downsamples(min(h, w) // 2)):
             out = min(ndf * 2 ** (i + 1), ndf * 8)
             t_stride = 2 if t > 2 else 1  # keep >= 2 steps in time for the norm
             layers.append(ResidualBlock(ch, out, stride=(t_stride, 2, 2), dims=3, norm=norm))
@@ -73,5 +78,6 @@ class VideoDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_clip(x, self.channels, type(self).__name__)
-        feat = self.features(x.transpose(1, 2))  # [B,C,T,H,W] -> [B,ch,t,h,w]
+        # CPU bf16 autocast computes some Conv3d weight gradients wrongly (utils/precision.py).
+        feat = conv3d_fp32_where_unsafe(self.features, x.transpose(1, 2))  # [B,C,T,H,W] -> [B,ch,t,h,w]
         return self.head(feat.mean(dim=(2, 3, 4)))[:, 0]  # [B]

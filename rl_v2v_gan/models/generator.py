@@ -1,8 +1,19 @@
 """Generator (gen_ab, gen_ba) and Predictor (pred_a, pred_b): a U-Net with a ConvLSTM bottleneck.
 
-Per frame: stem -> two strided residual blocks (x4 down) -> residual blocks; over time: a
-ConvLSTM at the bottleneck; per frame again: upsample + residual blocks with U-Net skips -> tanh.
-Everything but the ConvLSTM is per frame, so the network is causal in time.
+Per frame: stem -> strided convolutions (x4 down for the generator, x8 for the predictor) ->
+residual blocks; over time: a ConvLSTM at the bottleneck; per frame again: upsample + additive
+U-Net skips + a convolution per level -> a zero-initialised head. Everything but the ConvLSTM is
+per frame, so the network is causal in time.
+
+**Start from the identity** (DESIGN §3, ``residual=True``): the head's output is a residual on
+the input frame (the generator) or on the last context frame (the predictor), added in tanh's
+pre-activation space, so an untrained generator returns its input and an untrained predictor
+copies the last frame, while the output stays bounded and smooth.
+
+**Cost budget** (DESIGN §3): the full-resolution levels hold one 3x3 convolution each, the
+heavy residual blocks sit at the bottleneck, the ConvLSTM's hidden state has half the bottleneck
+width, and the predictor starts at half the width and downsamples once more. At 256x256 and
+ngf = 64 this is about 51 GFLOP per generator frame and 12 GFLOP per predictor call (p = 2).
 """
 
 from __future__ import annotations
@@ -15,6 +26,23 @@ from .blocks import ConvLSTM, ResidualBlock, make_norm
 
 State = tuple[torch.Tensor, torch.Tensor]
 
+# The residual start maps frames from [-1, 1] into tanh's pre-activation space through
+# atanh((1 - RESIDUAL_MARGIN) x): the margin keeps atanh finite at +-1 and the gradient of a
+# saturated pixel at 1 - (1 - margin)^2 (about 0.04) instead of 0.
+RESIDUAL_MARGIN = 0.02
+
+
+def residual_output(delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """``tanh(atanh(s x) + delta) / s`` with ``s = 1 - RESIDUAL_MARGIN``: exactly ``base`` at delta = 0.
+
+    Computed in float32 (atanh near +-1 is not a bf16 operation); the output lies in [-1/s, 1/s],
+    which ``to_uint8`` clamps to [-1, 1].
+    """
+    s = 1.0 - RESIDUAL_MARGIN
+    # A base that is itself an output (a translation fed to a predictor) may reach 1/s: clamp it
+    # to the frame range so atanh stays finite and its gradient defined.
+    return torch.tanh(torch.atanh(base.float().clamp(-1.0, 1.0) * s) + delta.float()) / s
+
 
 def check_clip(x: torch.Tensor, channels: int, name: str, frames: int | None = None) -> None:
     """Shape assert at a module boundary: ``[B,T,C,H,W]`` with H, W divisible by 4."""
@@ -24,53 +52,86 @@ def check_clip(x: torch.Tensor, channels: int, name: str, frames: int | None = N
         raise ValueError(f"{name}: expected {want}, got {list(x.shape)}")
 
 
-class Generator(nn.Module):
-    """``[B,T,C,H,W] -> [B,T,C,H,W]`` in [-1, 1]; optional carried ConvLSTM state."""
+def _conv_norm_relu(in_ch: int, out_ch: int, norm: str, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1, bias=False),
+                         make_norm(norm, 2, out_ch), nn.ReLU(inplace=True))
 
-    def __init__(self, channels: int = 3, ngf: int = 64, n_res_blocks: int = 2, norm: str = "instance"):
+
+class Generator(nn.Module):
+    """``[B,T,C,H,W] -> [B,T,C,H,W]`` in [-1, 1]; optional carried ConvLSTM state.
+
+    Widths ``ngf * 2**i`` (capped at ``4 ngf``) at each of ``downsamples`` halvings; the last
+    level holds ``n_res_blocks`` residual blocks and the ConvLSTM.
+    """
+
+    def __init__(self, channels: int = 3, ngf: int = 64, n_res_blocks: int = 2, norm: str = "instance",
+                 residual: bool = True, downsamples: int = 2):
         super().__init__()
-        self.channels = channels
-        c1, c2, c3 = ngf, 2 * ngf, 4 * ngf
-        self.stem = nn.Sequential(nn.Conv2d(channels, c1, 7, padding=3, padding_mode="reflect", bias=False),
-                                  make_norm(norm, 2, c1), nn.ReLU(inplace=True))
-        self.down1 = ResidualBlock(c1, c2, stride=2, norm=norm)  # H/2
-        self.down2 = ResidualBlock(c2, c3, stride=2, norm=norm)  # H/4
-        self.bottleneck = nn.Sequential(*[ResidualBlock(c3, c3, norm=norm) for _ in range(n_res_blocks)])
-        self.lstm = ConvLSTM(c3, c3)
-        self.up1 = ResidualBlock(c3 + c2, c2, norm=norm)
-        self.up2 = ResidualBlock(c2 + c1, c1, norm=norm)
-        self.head = nn.Conv2d(c1, channels, 7, padding=3, padding_mode="reflect")
+        self.channels, self.residual = channels, residual
+        widths = [ngf * min(2 ** i, 4) for i in range(downsamples + 1)]  # per level, full resolution first
+        self.stem = nn.Sequential(nn.Conv2d(channels, widths[0], 7, padding=3, padding_mode="reflect", bias=False),
+                                  make_norm(norm, 2, widths[0]), nn.ReLU(inplace=True))
+        self.down = nn.ModuleList(_conv_norm_relu(widths[i], widths[i + 1], norm, stride=2)
+                                  for i in range(downsamples))
+        bottom = widths[-1]
+        self.bottleneck = nn.Sequential(*[ResidualBlock(bottom, bottom, norm=norm) for _ in range(n_res_blocks)])
+        self.lstm = ConvLSTM(bottom, max(bottom // 2, 1))
+        self.lstm_out = nn.Conv2d(max(bottom // 2, 1), bottom, 1)
+        # Decoder, deepest level first: narrow at low resolution, upsample, add the skip, convolve.
+        self.narrow = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in reversed(range(downsamples)))
+        self.up = nn.ModuleList(_conv_norm_relu(widths[i], widths[i], norm) for i in reversed(range(downsamples)))
+        self.head = nn.Conv2d(widths[0], channels, 7, padding=3, padding_mode="reflect")
+        if residual:  # start from the identity: the residual is exactly 0 before training
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
 
     def run(self, x: torch.Tensor, state: State | None = None, last_only: bool = False):
         """Frames ``[B,T,C,H,W]`` -> (output ``[B,T',C,H,W]``, final ConvLSTM state).
 
-        With ``last_only`` the decoder runs on the last step alone (T' = 1): what a predictor needs.
+        With ``last_only`` the decoder runs on the last step alone (T' = 1): what a predictor
+        needs; with ``residual`` the output is a residual on the last input frame then.
         """
         check_clip(x, self.channels, type(self).__name__)
         b, t = x.shape[:2]
-        s1 = self.stem(x.flatten(0, 1))  # [BT,c1,H,W]
-        s2 = self.down1(s1)  # [BT,c2,H/2,W/2]
-        feat = self.bottleneck(self.down2(s2))  # [BT,c3,H/4,W/4]
-        hidden, state = self.lstm(feat.unflatten(0, (b, t)), state)  # [B,T,c3,H/4,W/4]
-        # The residual keeps a per-frame path open while the recurrent memory is learned.
-        feat = feat.unflatten(0, (b, t)) + hidden
+        skips = [self.stem(x.flatten(0, 1))]  # [BT,w0,H,W]
+        for down in self.down:
+            skips.append(down(skips[-1]))  # [BT,w_i,H/2^i,W/2^i]
+        feat = self.bottleneck(skips.pop())  # [BT,wL,H/2^L,W/2^L]
+        hidden, state = self.lstm(feat.unflatten(0, (b, t)), state)  # [B,T,wL/2,h,w]
+        # The additive path keeps a per-frame route open while the recurrent memory is learned.
+        feat = feat + self.lstm_out(hidden.flatten(0, 1))
+        base = x
         if last_only:
-            feat, s1, s2, t = feat[:, -1:], s1.unflatten(0, (b, t))[:, -1], s2.unflatten(0, (b, t))[:, -1], 1
-        feat = feat.flatten(0, 1)
-        y = self.up1(torch.cat([F.interpolate(feat, size=s2.shape[-2:], mode="nearest"), s2], 1))
-        y = self.up2(torch.cat([F.interpolate(y, size=s1.shape[-2:], mode="nearest"), s1], 1))
-        y = torch.tanh(self.head(y)).unflatten(0, (b, t))  # [B,T',C,H,W]
-        return y, state
+            last = lambda y: y.unflatten(0, (b, t))[:, -1]  # noqa: E731
+            feat, skips, base, t = last(feat), [last(s) for s in skips], x[:, -1:], 1
+        for narrow, up, skip in zip(self.narrow, self.up, reversed(skips)):
+            y = F.interpolate(narrow(feat), size=skip.shape[-2:], mode="nearest")
+            feat = up(y + skip)
+        delta = self.head(feat).unflatten(0, (b, t))  # [B,T',C,H,W]
+        out = residual_output(delta, base) if self.residual else torch.tanh(delta)
+        return out.to(delta.dtype), state
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         return self.run(x, state)[0]
 
 
-class Predictor(Generator):
-    """Reads p frames ``[B,p,C,H,W]`` and returns the next frame ``[B,C,H,W]`` (the last step's output)."""
+def predictor_downsamples(frame_size: tuple[int, int]) -> int:
+    """The predictor halves once more than the generator where the frame is large enough
+    (at least 32 pixels a side keeps its bottleneck at 4x4 or more)."""
+    return 3 if min(frame_size) >= 32 else 2
 
-    def __init__(self, context_frames: int = 2, **kwargs):
-        super().__init__(**kwargs)
+
+class Predictor(Generator):
+    """Reads p frames ``[B,p,C,H,W]`` and returns the next frame ``[B,C,H,W]`` (the last step's output).
+
+    Half the generator's width and one more downsampling (where the frame allows): it reads
+    motion, a coarser job than translating texture.
+    """
+
+    def __init__(self, context_frames: int = 2, channels: int = 3, ngf: int = 64, n_res_blocks: int = 2,
+                 norm: str = "instance", residual: bool = True, frame_size: tuple[int, int] = (64, 64)):
+        super().__init__(channels, max(ngf // 2, 1), n_res_blocks, norm, residual,
+                         downsamples=predictor_downsamples(frame_size))
         self.context_frames = context_frames
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:

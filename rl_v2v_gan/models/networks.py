@@ -80,13 +80,14 @@ class Networks(nn.Module):
 
 
 def build_networks(method: str, input_shape: tuple[int, int, int, int], context_frames: int = 2, ngf: int = 64,
-                   ndf: int = 64, n_res_blocks: int = 2, norm: str = "instance") -> Networks:
+                   ndf: int = 64, n_res_blocks: int = 2, norm: str = "instance", residual: bool = True) -> Networks:
     """Build the networks ``method`` needs for clips of ``input_shape = (T, H, W, C)``."""
     t, h, w, c = input_shape
-    gen = dict(channels=c, ngf=ngf, n_res_blocks=n_res_blocks, norm=norm)
+    gen = dict(channels=c, ngf=ngf, n_res_blocks=n_res_blocks, norm=norm, residual=residual)
     nets = {
         "gen_ab": Generator(**gen), "gen_ba": Generator(**gen),
-        "pred_a": Predictor(context_frames, **gen), "pred_b": Predictor(context_frames, **gen),
+        "pred_a": Predictor(context_frames, frame_size=(h, w), **gen),
+        "pred_b": Predictor(context_frames, frame_size=(h, w), **gen),
         "disc_a": FrameDiscriminator(c, (h, w), ndf, norm), "disc_b": FrameDiscriminator(c, (h, w), ndf, norm),
         "vdisc_a": VideoDiscriminator(c, (t, h, w), ndf, norm), "vdisc_b": VideoDiscriminator(c, (t, h, w), ndf, norm),
         "q_a": QNetwork(c, context_frames, (h, w), ndf, norm), "q_b": QNetwork(c, context_frames, (h, w), ndf, norm),
@@ -97,4 +98,4 @@ def build_networks(method: str, input_shape: tuple[int, int, int, int], context_
 def networks_from_config(cfg) -> Networks:
     """``build_networks`` with the flags of a :class:`~rl_v2v_gan.config.Config`."""
     return build_networks(cfg.method, cfg.input_shape, cfg.context_frames, cfg.ngf, cfg.ndf, cfg.n_res_blocks,
-                          cfg.norm)
+                          cfg.norm, cfg.residual)

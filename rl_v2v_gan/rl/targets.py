@@ -1,4 +1,5 @@
-"""Target networks and freezing: one ``soft_update`` for every target, one ``frozen`` context."""
+"""Target networks and freezing: one ``soft_update`` for every target, one ``frozen`` context,
+and ``norm_stats_frozen`` for passes whose batches must not shape the running statistics."""
 
 from __future__ import annotations
 
@@ -35,3 +36,19 @@ def frozen(*nets: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
+
+
+@contextlib.contextmanager
+def norm_stats_frozen(*nets: nn.Module) -> Iterator[None]:
+    """Batch norm keeps normalising with each batch's own statistics (as in training) but stops
+    updating its running statistics: the no-grad rollouts feed generated frames, which must not
+    become what the networks use at evaluation time. Instance norm has nothing to freeze."""
+    norms = [m for net in nets for m in net.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.track_running_stats = True

@@ -21,6 +21,7 @@ from ..config import Config
 from ..data.dataset import StepSampler, UnpairedClips
 from ..data.factory import prepare_data
 from ..errors import UserError
+from ..eval import report
 from ..models.networks import networks_from_config
 from ..utils.fs import atomic_write_text
 from . import checkpoint as ckpt_io
@@ -118,7 +119,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
     log(trainer.nets.summary())
     if trainer.replay:
         mib = sum(r.nbytes for r in trainer.replay.values()) / 2**20
-        log(f"replay buffer: {cfg.buffer_size} transitions (uint8 frames), {mib:.1f} MiB on {device}")
+        buf = trainer.replay["a"]
+        where = "pinned host memory" if buf.pinned else str(buf.device)
+        log(f"replay buffer: {cfg.buffer_size} transitions (uint8 frames), {mib:.1f} MiB in {where}")
     log(f"device {device}, world size {info.world_size}, batch {cfg.batch_size} per rank, run dir {run_dir}")
 
     from ..eval.evaluator import Evaluator  # evaluation pulls in torchmetrics: import when needed
@@ -156,8 +159,11 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                         if trainer.step % cfg.log_every == 0 or trainer.step == 1:
                             for k, v in logs.items():
                                 writer.add_scalar(k, v, trainer.step)
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
-                                     if k in ("loss/D/frame", "loss/G/total", "loss/G/rr", "rl/q_loss")})
+                    bar.set_postfix(_postfix(logs))
+                    skipped = _skipped(logs)
+                    if skipped and info.is_main:  # visible as it happens, also where the bar is off (no tty)
+                        tqdm.write(f"step {trainer.step}: skipped the non-finite update of {', '.join(skipped)}",
+                                   file=sys.stdout)
                     stopping = any_rank(stop.signum is not None, info, device)
                     if stopping and trainer.step % spe:  # mid-epoch: checkpoint and go
                         bar.close()
@@ -168,8 +174,9 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                 if info.is_main:
                     log(f"epoch {epoch + 1}/{cfg.epochs} done (step {trainer.step}); last losses: "
                         + ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("loss/")))
-                    evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
-                    path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe)
+                    metrics = evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
+                    report.epoch_done(run_dir, epoch + 1, trainer.step, metrics, log)
+                    path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe, keep=cfg.keep_checkpoints)
                     log(f"saved checkpoint {path}")
                 barrier(info)
                 if stopping:
@@ -182,6 +189,20 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
             writer.close()
     log(f"training finished: {trainer.step} steps; checkpoints in {run_dir}")
     return 0
+
+
+def _skipped(logs: dict[str, float]) -> list[str]:
+    """The roles (D, Q, G) whose update this step skipped."""
+    return [k.split("/", 1)[1] for k, v in logs.items() if k.startswith("skipped/") and v]
+
+
+def _postfix(logs: dict[str, float]) -> dict[str, str]:
+    """The progress bar's few numbers, and ``skip=D,Q`` while updates are being skipped."""
+    postfix = {k.split("/")[-1]: f"{v:.3f}" for k, v in logs.items()
+               if k in ("loss/D/frame", "loss/G/total", "loss/G/rr", "rl/q_loss")}
+    if _skipped(logs):
+        postfix["skip"] = ",".join(_skipped(logs))
+    return postfix
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -209,7 +230,8 @@ def _truncate_log(path: Path, step: int) -> None:
 
 def _interrupted(cfg: Config, trainer: Trainer, info: DistInfo, config_json: str, signum: int, log) -> int:
     if info.is_main:
-        path = ckpt_io.save_checkpoint(cfg.run_dir, trainer, config_json, cfg.steps_per_epoch)
+        path = ckpt_io.save_checkpoint(cfg.run_dir, trainer, config_json, cfg.steps_per_epoch,
+                                       keep=cfg.keep_checkpoints)
         log(f"stopped by {signal.Signals(signum).name} at step {trainer.step}; saved {path}. "
             f"Resume with the same flags plus --resume")
     barrier(info)

@@ -19,9 +19,12 @@ from ..data.dataset import to_float
 from ..losses import gan_losses as G
 from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
-from ..rl.agent import DOMAINS, OTHER, candidates, greedy_action, policy_for, rollout
-from ..rl.replay_buffer import ReplayBuffer, mix
-from ..rl.targets import frozen, soft_update
+from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout
+from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
+from ..rl.targets import frozen, norm_stats_frozen, soft_update
+from ..utils.precision import resolve_amp
+from .distributed import all_reduce_flag
+
 ADAM_BETAS = (0.5, 0.999)
 
 
@@ -44,18 +47,24 @@ class Trainer:
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
                                                   lr=cfg.learning_rate, betas=ADAM_BETAS)
                            for role in ("G", "D", "Q") if nets.role(role)}
-        cuda = device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if cuda else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=cuda and cfg.amp == "fp16")
-        t, h, w, c = cfg.input_shape
-        self.replay = {d: ReplayBuffer(max(1, cfg.buffer_size // 2), (self.p, c, h, w), device) for d in DOMAINS} \
-            if self.rl else {}
+        self.amp_dtype = resolve_amp(cfg.amp, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.replay = self._replay_buffers() if self.rl else {}
         self.step = 0
         self._scaled = False
+        self._skipped: list[str] = []  # roles whose update this step skipped
         self.nonfinite_streak = 0
         self.nonfinite_total = 0
 
     # --- helpers ------------------------------------------------------------------------------
+    def _replay_buffers(self) -> dict[str, ReplayBuffer]:
+        """One buffer per domain, half of ``--buffer_size`` each, placed by ``--replay_device``."""
+        t, h, w, c = self.cfg.input_shape
+        shape, capacity = (self.p, c, h, w), max(1, self.cfg.buffer_size // 2)
+        where, pinned = replay_placement(self.cfg.replay_device, len(DOMAINS) * replay_nbytes(capacity, shape),
+                                         self.device)
+        return {d: ReplayBuffer(capacity, shape, where, pin_memory=pinned) for d in DOMAINS}
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
@@ -70,9 +79,7 @@ class Trainer:
         their gradient synchronisations would pair up different networks."""
         if not self.ddp:
             return flag
-        t = torch.tensor([1 if flag else 0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
+        return all_reduce_flag(flag, dist.ReduceOp.MIN, self.device)
 
     def _update(self, role: str, loss: torch.Tensor) -> bool:
         """Backward and step one role's optimizer (outside autocast); skip (False) on a non-finite
@@ -80,6 +87,7 @@ class Trainer:
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
         if not self._everywhere(bool(torch.isfinite(loss))):
+            self._skipped.append(role)
             return False
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
@@ -88,6 +96,7 @@ class Trainer:
                                                    if p.grad is not None])
         if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
             opt.zero_grad(set_to_none=True)
+            self._skipped.append(role)
             return False
         self.scaler.step(opt)  # with fp16, the scaler itself skips overflowing steps
         self._scaled = True
@@ -102,21 +111,27 @@ class Trainer:
             if real[d].shape[1:] != real["a"].shape[1:] or real[d].dim() != 5:
                 raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
         logs: dict[str, float] = {}
-        ok, self._scaled = True, False
+        ok, self._scaled, self._skipped = True, False, []
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
         ok &= self._d_phase(real, fake, logs)
+        minibatch = None  # the critic's states, which the actor also uses (DDPG)
         if self.rl:
             fresh = self._collect(real, logs)
             if not self._everywhere(fresh is not None):
                 fresh = None
-            ok &= fresh is not None and self._critic_phase(fresh, logs)
-            if fresh is not None:  # after the draw: the buffer part of a minibatch is older experience
+            if fresh is not None:
+                minibatch = self._minibatch(fresh, logs)
+                ok &= self._critic_phase(minibatch, logs)
+                # After the draw: the buffer part of a minibatch is older experience.
                 for d in DOMAINS:
                     self.replay[d].push(fresh[d])
                 logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
-        ok &= self._g_phase(real, fake, logs)
+            else:
+                ok = False
+                self._skipped.append("Q")  # a non-finite rollout: no critic update this step
+        ok &= self._g_phase(real, fake, logs, minibatch)
         if self._scaled:  # GradScaler.update needs at least one scaled step in the iteration
             self.scaler.update()
         if self.rl:
@@ -126,9 +141,13 @@ class Trainer:
         self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
         self.nonfinite_total += 0 if ok else 1
         logs["nonfinite_steps"] = float(self.nonfinite_total)
+        for role in ("D", "Q", "G"):  # phase order; 1.0 where this step skipped the role's update (non-finite)
+            if role in self.optimizers:
+                logs[f"skipped/{role}"] = float(role in self._skipped)
         if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
             raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
-                                 f"(step {self.step}); stopping (see --max_nonfinite_steps)")
+                                 f"(step {self.step}, skipped updates: {', '.join(self._skipped)}); stopping "
+                                 f"(see --max_nonfinite_steps)")
         return logs
 
     def _d_phase(self, real, fake, logs) -> bool:
@@ -150,15 +169,18 @@ class Trainer:
 
     @torch.no_grad()
     def _collect(self, real, logs) -> dict | None:
-        """Roll out one episode per clip and domain under ``no_grad``: the fresh transitions.
+        """Roll out one episode per clip (the first ``--rl_episodes`` of the batch) and domain under
+        ``no_grad``: the fresh transitions.
 
         None when a rollout is not finite: such a batch is neither learned from nor stored.
         """
         cfg, fresh = self.cfg, {}
         for d in DOMAINS:
-            with self.autocast():
+            with self.autocast(), norm_stats_frozen(self.nets):
+                # The batch's clips are random draws, so its first --rl_episodes are a random subset.
+                episodes = real[d][:cfg.rl_episodes]  # [E,T,C,H,W]
                 fresh[d], stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
-                                          getattr(self.nets, f"vdisc_{d}"), real[d], self.p, cfg.sigma2,
+                                          getattr(self.nets, f"vdisc_{d}"), episodes, self.p, cfg.sigma2,
                                           cfg.lambda_rr, cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
             if not (torch.isfinite(fresh[d].cost).all() and torch.isfinite(fresh[d].action).all()):
                 return None
@@ -166,11 +188,22 @@ class Trainer:
             logs[f"rl/greedy_a1_share_{d}"] = stats.greedy_a1_share
         return fresh
 
-    def _critic_phase(self, fresh, logs) -> bool:
+    def _minibatch(self, fresh, logs) -> dict:
+        """The critic's σ1-mixed minibatch per domain: ``--rl_batch`` of the fresh transitions
+        (a uniform subsample), each replaced by a replay draw with probability σ1."""
+        batches = {}
+        for d in DOMAINS:
+            n = len(fresh[d])
+            keep = torch.randperm(n, device=self.device)[:min(self.cfg.rl_batch, n)]
+            batches[d], share = mix(Transitions(*(x[keep] for x in fresh[d])), self.replay[d], self.cfg.sigma1)
+            logs[f"rl/from_buffer_{d}"] = share
+        return batches
+
+    def _critic_phase(self, batches, logs) -> bool:
         cfg = self.cfg
         loss = 0.0
         for d in DOMAINS:
-            batch, share = mix(fresh[d], self.replay[d], cfg.sigma1)
+            batch = batches[d]
             with torch.no_grad(), self.autocast():  # TD target from the target networks
                 _, next_q = greedy_action(policy_for(self.nets, d, target=True), batch.next_state)
                 y = td_target(batch.cost, batch.done, next_q.float(), cfg.gamma)
@@ -178,14 +211,21 @@ class Trainer:
                 q = self.net(f"q_{d}")(batch.state, batch.action)
             loss = loss + critic_loss(q.float(), y)
             logs[f"rl/q_mean_{d}"] = float(q.detach().mean())
-            logs[f"rl/from_buffer_{d}"] = share
         logs["rl/q_loss"] = loss.item()
         return self._update("Q", loss)
 
-    def _g_phase(self, real, fake, logs) -> bool:
+    def _g_phase(self, real, fake, logs, minibatch=None) -> bool:
+        """The generator objective of DESIGN §4 (+ the DDPG actor term of §5) for G's networks.
+
+        ``fake[y] = gen_xy(real[x])`` is the translation with its graph. The recycle term reads
+        ``gen_xy(w_t)`` off it: the generator is causal, so those frames see the window plus the
+        clip's earlier frames, and one generator pass serves the adversarial, cycle and recycle
+        terms (as in Recycle-GAN, whose per-frame generator makes them equal).
+        """
         cfg, nets, mode = self.cfg, self.nets, self.cfg.gan_mode
         critics = nets.role("D") + nets.role("Q")
         terms: dict[str, torch.Tensor] = {}
+        actor_on = self.rl and cfg.lambda_pg > 0 and minibatch is not None and self.step >= cfg.actor_start_step
 
         def add(name: str, value: torch.Tensor) -> None:
             terms[name] = terms.get(name, 0.0) + value
@@ -199,19 +239,24 @@ class Trainer:
                         add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(fake[y]), mode))
                     if cfg.cycle_weight > 0:
                         add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
+                    if cfg.lambda_idt > 0:  # gen_xy on a real y frame should leave it as it is
+                        add("idt", G.identity_loss(self.net(f"gen_{x}{y}")(real[y]), real[y]))
                     if nets.pred_a is not None:
                         w, next_frames = G.windows(real[x], self.p)  # [N,p,C,H,W], [N,C,H,W]
-                        # The policy's candidates on the real windows: a1 is the recurrent prediction,
-                        # a2 the recycled one, so L_rr, L_rc and the actor share one forward pass.
+                        w_y, _ = G.windows(fake[y], self.p)  # gen_xy(w_t): [N,p,C,H,W]
+                        add("rr", G.recurrent_loss(self.net(f"pred_{x}")(w), next_frames))
+                        recycled = self.net(f"gen_{y}{x}")(self.net(f"pred_{y}")(w_y)[:, None])[:, 0]
+                        add("rc", G.recycle_loss(recycled, next_frames))
+                    if actor_on:
+                        # DDPG: mu(s) on the critic's own minibatch states, Q frozen; the choice
+                        # between the candidates is not differentiated, the chosen action is.
                         policy = policy_for(nets, x, get=lambda name: self.net(name) if name[0] != "q" else
                                             getattr(nets, name))
-                        a1, a2 = candidates(policy, w)
-                        add("rr", G.recurrent_loss(a1, next_frames))
-                        add("rc", G.recycle_loss(a2, next_frames))
-                        if self.rl and cfg.lambda_pg > 0:
-                            add("actor", actor_loss(greedy_action(policy, w, a1, a2)[1].float()))
-                weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "rr": cfg.lambda_rr,
-                           "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
+                        q = greedy_action(policy, minibatch[x].state[:cfg.actor_batch])[1].float()
+                        add("actor", actor_loss(q))
+                        logs[f"rl/actor_q_{x}"] = float(q.detach().mean())
+                weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,
+                           "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
                 total = sum(weights[k] * v for k, v in terms.items())
                 for k, v in terms.items():
                     logs[f"loss/G/{k}"] = v.item()

@@ -46,7 +46,12 @@ def test_eval_mode_writes_metrics_json_for_every_checkpoint(tmp_path, capsys, no
     common = ["--config", "tiny", "--device", "cpu", "--data_root", str(tmp_path / "data"), "--checkpoint_dir",
               str(tmp_path / "ck"), "--epochs", "2", "--steps_per_epoch", "1"]
     assert main(["--mode", "train", *common]) == 0
+    run = tmp_path / "ck" / "rl_v2v_gan"
+    assert (run / "report.html").is_file()  # rewritten after each epoch's evaluation
+    assert [json.loads(line)["epoch"] for line in (run / "epoch_metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert main(["--mode", "eval", *common, "--all_checkpoints"]) == 0
+    svg = (run / "metrics.svg").read_text()  # each metric against the epoch, a line per direction
+    assert svg.startswith("<svg") and svg.count('class="plot"') == 6 and 'aria-label="PSNR (dB)"' in svg
     out = capsys.readouterr().out
     assert "epoch_0001 a2b" in out and "epoch_0002 b2a" in out  # one table, every checkpoint
     data = json.loads((tmp_path / "ck" / "rl_v2v_gan" / "metrics.json").read_text())

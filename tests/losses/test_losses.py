@@ -133,9 +133,17 @@ def test_critic_loss_is_huber_and_does_not_differentiate_the_target():
     torch.testing.assert_close(q.grad, torch.tensor([-0.5, 1.0, 0.0]) / 3)
 
 
-def test_actor_loss_is_the_expected_cost():
-    q = torch.tensor([1.0, 3.0, 8.0], requires_grad=True)
-    loss = actor_loss(q)
-    assert loss.item() == pytest.approx(4.0)  # (1 + 3 + 8) / 3
-    loss.backward()  # minimising it lowers every sample's Q equally
-    torch.testing.assert_close(q.grad, torch.full((3,), 1 / 3))
+def test_actor_loss_gradient_is_the_mean_q_gradient_over_its_own_size():
+    q = torch.tensor([1.0, 3.0], requires_grad=True)
+    actor_loss(q).backward()
+    # d/dq_i mean(q) = 1/N = 0.5, divided by the detached mean |q| = 2.
+    torch.testing.assert_close(q.grad, torch.tensor([0.25, 0.25]))
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 100.0])
+def test_actor_weight_is_unchanged_when_q_is_scaled(scale):
+    """TD3+BC's normalisation: the policy's gradient does not grow with the costs' scale."""
+    theta = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    (actor_loss(torch.relu(theta + 3) * scale)).backward()
+    # q = theta + 3 = [3.5, 2, 5], mean 3.5: dL/dtheta_i = (1/3) / 3.5 whatever the scale.
+    torch.testing.assert_close(theta.grad, torch.full((3,), 1 / 3 / 3.5))

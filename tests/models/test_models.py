@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from rl_v2v_gan.models.generator import RESIDUAL_MARGIN
 from rl_v2v_gan.models import (
     ConvLSTM,
     Generator,
@@ -31,14 +32,29 @@ def _nets(shape, method="rl_v2v_gan", norm="instance"):
     return build_networks(method, shape, context_frames=P, ngf=4, ndf=4, n_res_blocks=1, norm=norm).eval()
 
 
-def _gen(norm="instance", channels=3) -> Generator:
-    torch.manual_seed(0)
-    return Generator(channels, ngf=4, n_res_blocks=1, norm=norm).eval()
+def _trained_head(net: Generator) -> Generator:
+    """A non-zero head, as after training: the residual start makes an untrained network the
+    identity, which would hide what the tests below look at (memory, causality, context)."""
+    nn.init.normal_(net.head.weight, std=0.1)
+    return net
 
 
-def _pred(frames=3) -> Predictor:
+def _gen(norm="instance", channels=3, residual=True) -> Generator:
     torch.manual_seed(0)
-    return Predictor(frames, channels=3, ngf=4, n_res_blocks=1).eval()
+    return _trained_head(Generator(channels, ngf=4, n_res_blocks=1, norm=norm, residual=residual).eval())
+
+
+def _pred(frames=3, residual=True, frame_size=(16, 16)) -> Predictor:
+    torch.manual_seed(0)
+    return _trained_head(Predictor(frames, channels=3, ngf=4, n_res_blocks=1, residual=residual,
+                                   frame_size=frame_size).eval())
+
+
+def _frames(*shape, seed=0) -> torch.Tensor:
+    """Normalised uint8 frames: the values +-1 included, where atanh is infinite."""
+    u8 = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    u8.view(-1)[:2] = torch.tensor([0, 255], dtype=torch.uint8)
+    return u8.float() / 127.5 - 1
 
 
 # ---------------------------------------------------------------- shapes and shape errors
@@ -245,10 +261,74 @@ def test_generator_chunked_run_equals_one_pass(k, norm):
     assert (torch.cat([first, second], 1) - whole).abs().max() <= 1e-5
 
 
-def test_generator_output_in_tanh_range():
+@pytest.mark.parametrize("residual", [True, False])
+def test_generator_output_is_bounded(residual):
     with torch.no_grad():
-        y = _gen()(_rand(2, 4, 3, 16, 16) * 5)
-    assert y.abs().max() <= 1
+        gen = _gen(residual=residual)
+        nn.init.normal_(gen.head.weight, std=10.0)  # saturate
+        y = gen(_rand(2, 4, 3, 16, 16))
+    bound = 1 / (1 - RESIDUAL_MARGIN) if residual else 1.0
+    assert y.abs().max() <= bound + 1e-6
+
+
+# ---------------------------------------------------------------- start from the identity (DESIGN §3)
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_untrained_generator_returns_its_input(shape, norm):
+    t, h, w, c = shape
+    torch.manual_seed(0)
+    gen = Generator(c, ngf=4, n_res_blocks=1, norm=norm)
+    x = _frames(2, t, c, h, w)
+    with torch.no_grad():
+        assert (gen(x) - x).abs().max() <= 1e-6
+
+
+@pytest.mark.parametrize("p", [1, 2, 3])
+@pytest.mark.parametrize("frame_size", [(16, 24), (32, 32)])
+def test_untrained_predictor_copies_the_last_frame(p, frame_size):
+    torch.manual_seed(0)
+    pred = Predictor(p, channels=3, ngf=4, n_res_blocks=1, frame_size=frame_size)
+    x = _frames(2, p, 3, *frame_size)
+    with torch.no_grad():
+        assert (pred(x) - x[:, -1]).abs().max() <= 1e-6
+
+
+def test_outputs_fed_back_as_inputs_keep_finite_gradients():
+    """A saturated output (up to 1/(1 - margin)) is a valid input: a translation goes into a
+    predictor, a prediction into a generator. atanh of it must not give inf or NaN gradients."""
+    torch.manual_seed(0)
+    gen, pred = Generator(3, ngf=4, n_res_blocks=1), Predictor(2, channels=3, ngf=4, n_res_blocks=1)
+    x = torch.full((1, 2, 3, 16, 16), 1 / (1 - RESIDUAL_MARGIN))
+    x[:, :, 0] *= -1
+    x.requires_grad_()
+    out = gen(pred(gen(x))[:, None])
+    out.sum().backward()
+    assert torch.isfinite(out).all() and torch.isfinite(x.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in [*gen.parameters(), *pred.parameters()] if p.grad is not None)
+
+
+def test_identity_start_still_learns():
+    """The zero head passes gradients to itself at once and, one step later, to everything else."""
+    torch.manual_seed(0)
+    gen = Generator(3, ngf=4, n_res_blocks=1)
+    opt = torch.optim.Adam(gen.parameters(), lr=1e-2)
+    x, target = _frames(2, 3, 3, 16, 16), _frames(2, 3, 3, 16, 16, seed=1)
+    for _ in range(2):
+        opt.zero_grad()
+        (gen(x) - target).abs().mean().backward()
+        opt.step()
+    assert gen.head.weight.abs().sum() > 0
+    assert gen.stem[0].weight.grad.abs().sum() > 0
+
+
+def test_without_residual_the_output_is_not_the_input():
+    torch.manual_seed(0)
+    gen = Generator(3, ngf=4, n_res_blocks=1, residual=False)
+    x = _frames(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        assert (gen(x) - x).abs().max() > 0.1
 
 
 def test_predictor_depends_on_every_context_frame():

@@ -67,21 +67,28 @@ def _flip_bytes(path, offset=-64, n=8):
     path.write_bytes(bytes(data))
 
 
+def _truncate(path, n=100):
+    path.write_bytes(path.read_bytes()[:-n])
+
+
 def test_damaged_latest_is_skipped_for_the_previous_intact_one(run):
     cfg, _ = run
-    _flip_bytes(cfg.run_dir / "epoch_0001" / "networks.safetensors")
+    _truncate(cfg.run_dir / "epoch_0001" / "networks.safetensors")
     warnings = []
     assert ckpt_io.resolve(cfg.run_dir, log=warnings.append).name == "step_00000001"
     assert len(warnings) == 1 and "epoch_0001" in warnings[0] and "networks.safetensors" in warnings[0]
     resumed = _fresh(cfg)
-    restore(cfg, resumed.nets, resumed, None, log=lambda *a: None)
+    warnings.clear()
+    restore(cfg, resumed.nets, resumed, None, log=warnings.append)
     assert resumed.step == 1
+    # Only the newest checkpoint kept a replay buffer: the older one resumes with an empty one.
+    assert len(resumed.replay["a"]) == 0 and any("no replay buffer" in w for w in warnings)
 
 
 def test_damaged_checkpoint_named_explicitly_is_an_error(run):
     cfg, _ = run
-    _flip_bytes(cfg.run_dir / "epoch_0001" / "networks.safetensors")
-    with pytest.raises(UserError, match="epoch_0001 is damaged: networks.safetensors does not match"):
+    _truncate(cfg.run_dir / "epoch_0001" / "networks.safetensors")
+    with pytest.raises(UserError, match="epoch_0001 is damaged: networks.safetensors has .* bytes, its manifest"):
         ckpt_io.resolve(cfg.run_dir, "epoch_0001")
     with pytest.raises(UserError, match="no checkpoint 'epoch_0009'.*available: step_00000001, epoch_0001"):
         ckpt_io.resolve(cfg.run_dir, "epoch_0009")
@@ -90,7 +97,7 @@ def test_damaged_checkpoint_named_explicitly_is_an_error(run):
 def test_no_intact_checkpoint_is_an_error(run):
     cfg, _ = run
     for name in ("step_00000001", "epoch_0001"):
-        _flip_bytes(cfg.run_dir / name / "state.pt", offset=40)
+        _truncate(cfg.run_dir / name / "state.pt")
     with pytest.raises(UserError, match="no checkpoint in"):
         ckpt_io.resolve(cfg.run_dir, log=lambda *a: None)
 
@@ -132,6 +139,7 @@ def test_state_with_pickled_code_is_refused_without_running_it(run, tmp_path):
     # An attacker can rewrite the manifest as well: the refusal must not rely on the checksum.
     manifest = json.loads((ckpt / "manifest.json").read_text())
     manifest["sha256"]["state.pt"] = hashlib.sha256(state_pt.read_bytes()).hexdigest()
+    manifest["bytes"]["state.pt"] = state_pt.stat().st_size
     (ckpt / "manifest.json").write_text(json.dumps(manifest))
     assert ckpt_io.verify(ckpt) is None
 
@@ -189,3 +197,78 @@ def test_checkpoint_loading_lives_below_the_loop_and_the_evaluator():
     imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(evaluator)))
                 if isinstance(node, ast.ImportFrom)}
     assert "train.loop" not in {m.removeprefix("..") for m in imported if m}  # no evaluator <-> loop circle
+
+
+@pytest.mark.parametrize("name", ["networks.safetensors", "state.pt", "replay.safetensors"])
+def test_same_size_damage_is_caught_on_load_naming_the_file(run, name):
+    cfg, _ = run
+    _flip_bytes(cfg.run_dir / "epoch_0001" / name)
+    assert ckpt_io.verify(cfg.run_dir / "epoch_0001") is None  # complete: sizes match
+    with pytest.raises(UserError, match=f"epoch_0001 is damaged: {name} does not match its checksum"):
+        restore(cfg, _fresh(cfg).nets, _fresh(cfg), None)
+
+
+def test_load_reads_each_file_once(run, monkeypatch):
+    cfg, _ = run
+    reads = []
+    original = ckpt_io.Path.read_bytes
+
+    def counting(path):
+        reads.append(path.name)
+        return original(path)
+
+    monkeypatch.setattr(ckpt_io.Path, "read_bytes", counting)
+    monkeypatch.setattr(ckpt_io, "_sha256", lambda path: pytest.fail(f"{path} hashed by a second read"))
+    monkeypatch.setattr(builtins, "open", _no_open_of({"networks.safetensors", "state.pt", "replay.safetensors"}))
+    resumed = _fresh(cfg)
+    restore(cfg, resumed.nets, resumed, None)
+    assert sorted(reads) == ["networks.safetensors", "replay.safetensors", "state.pt"]
+
+
+def _no_open_of(names):
+    original = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if str(file).rsplit("/", 1)[-1] in names:
+            pytest.fail(f"{file} opened outside read_checked")
+        return original(file, *args, **kwargs)
+
+    return guarded
+
+
+def test_only_the_newest_checkpoint_keeps_the_replay_buffer(run):
+    cfg, trainer = run
+    older, newest = (cfg.run_dir / n for n in ("step_00000001", "epoch_0001"))
+    assert (newest / "replay.safetensors").is_file() and not (older / "replay.safetensors").exists()
+    manifest = json.loads((older / "manifest.json").read_text())
+    assert "replay.safetensors" not in manifest["sha256"] and "replay.safetensors" not in manifest["bytes"]
+    assert ckpt_io.verify(older) is None
+    # The networks stay loadable from the older checkpoint (eval and translate need no more).
+    nets = networks_from_config(cfg)
+    ckpt_io.load_networks(older, nets)
+
+
+def test_keep_checkpoints_prunes_the_oldest_never_the_newest(tiny_config, make_trainer, make_batch):
+    cfg = tiny_config(method="cycle_gan", steps_per_epoch=1)
+    trainer = make_trainer(cfg)
+    for step in range(4):
+        trainer.step = step + 1
+        ckpt_io.save_checkpoint(cfg.run_dir, trainer, cfg.to_json(), 1, keep=2)
+    assert [p.name for p in ckpt_io.list_checkpoints(cfg.run_dir)] == ["epoch_0003", "epoch_0004"]
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["epoch_0003", "epoch_0004", "latest"]
+    trainer.step = 5
+    ckpt_io.save_checkpoint(cfg.run_dir, trainer, cfg.to_json(), 1, keep=1)
+    assert [p.name for p in ckpt_io.list_checkpoints(cfg.run_dir)] == ["epoch_0005"]
+    assert ckpt_io.resolve(cfg.run_dir).name == "epoch_0005"
+
+
+def test_retire_never_touches_what_latest_names(tiny_config, make_trainer):
+    cfg = tiny_config(method="rl_v2v_gan", steps_per_epoch=1)
+    trainer = make_trainer(cfg)
+    paths = []
+    for step in range(3):
+        trainer.step = step + 1
+        paths.append(ckpt_io.save_checkpoint(cfg.run_dir, trainer, cfg.to_json(), 1))
+    (cfg.run_dir / "latest").write_text("epoch_0001\n")  # e.g. a user pointed it back
+    ckpt_io.retire_older(cfg.run_dir, paths[2], keep=1)
+    assert [p.name for p in ckpt_io.list_checkpoints(cfg.run_dir)] == ["epoch_0001", "epoch_0003"]

@@ -51,13 +51,15 @@ def test_each_phase_changes_only_its_own_networks(tiny_config, make_trainer, mak
     assert len(trainer.replay["a"]) == 0  # train_step stores the rollout after the critic's draw
 
     before = _snapshot(nets)
-    assert trainer._critic_phase(fresh, logs)
+    minibatch = trainer._minibatch(fresh, logs)
+    assert trainer._critic_phase(minibatch, logs)
     assert _changed_networks(before, nets) == CRITICS
 
     grads = {n: [None if p.grad is None else p.grad.clone() for p in getattr(nets, n).parameters()]
              for n in DISCS | CRITICS}
     before = _snapshot(nets)
-    assert trainer._g_phase(real, fake, logs)
+    assert trainer._g_phase(real, fake, logs, minibatch)
+    assert "loss/G/actor" in logs
     assert _changed_networks(before, nets) == POLICY
     for n, old in grads.items():  # frozen critics: the generator objective sends them no gradient
         for p, g in zip(getattr(nets, n).parameters(), old):
@@ -95,6 +97,88 @@ def test_soft_update_is_the_only_way_targets_move(tiny_config, make_trainer, mak
     changed = _changed_networks(before, nets)
     assert changed & TARGETS == set()
     assert changed == DISCS | CRITICS | POLICY  # the online networks still trained
+
+
+def _g_step(trainer, make_batch, seed=0):
+    """One G phase on a batch, with the critic's minibatch of that batch's rollouts."""
+    real, fake = _prepare(trainer, make_batch(seed=seed))
+    logs = {}
+    minibatch = trainer._minibatch(trainer._collect(real, logs), logs)
+    assert trainer._g_phase(real, fake, logs, minibatch)
+    return logs, minibatch
+
+
+def test_actor_alone_moves_the_policy_and_gives_the_critics_no_gradient(tiny_config, make_trainer, make_batch):
+    """Every weight but lambda_pg at zero: only the actor term can reach the predictors. Detached
+    candidates (or a detached chosen action) would leave them where they were."""
+    def trained(cfg):
+        """Untrained, both candidates are the last frame and a1 always wins the tie: perturb the
+        heads so that the recycled candidate a2 (through the generators) is chosen too."""
+        trainer = make_trainer(cfg)
+        g = torch.Generator().manual_seed(5)
+        with torch.no_grad():
+            for name in POLICY:
+                head = getattr(trainer.nets, name).head.weight
+                head.add_(0.05 * torch.randn(head.shape, generator=g))
+        return trainer
+
+    cfg = tiny_config(method="rl_v2v_gan", lambda_v=0.0, lambda_rr=0.0, lambda_rc=0.0, lambda_pg=1.0, actor_batch=4)
+    trainer = trained(cfg)
+    nets = trainer.nets
+    before = _snapshot(nets)
+    logs, _ = _g_step(trainer, make_batch)
+    assert logs["loss/G/actor"] > 0
+    changed = _changed_networks(before, nets)
+    assert {"pred_a", "pred_b"} <= changed
+    assert changed <= POLICY
+    for name in CRITICS | DISCS:
+        assert all(p.grad is None for p in getattr(nets, name).parameters()), name
+    # The generators' gradient differs from what the adversarial term alone gives them.
+    with_actor = [p.grad.clone() for p in nets.gen_ab.parameters()]
+    trainer = trained(tiny_config(method="rl_v2v_gan", lambda_v=0.0, lambda_rr=0.0, lambda_rc=0.0, lambda_pg=0.0))
+    _g_step(trainer, make_batch)
+    without = [p.grad for p in trainer.nets.gen_ab.parameters()]
+    assert any(not torch.allclose(a, b) for a, b in zip(with_actor, without))
+
+
+def test_actor_states_are_the_critics_minibatch_states(tiny_config, make_trainer, make_batch, monkeypatch):
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan", actor_batch=3))
+    seen = []
+    real_greedy = trainer_mod.greedy_action
+
+    def spy(policy, state, *args):
+        seen.append(state.detach().clone())
+        return real_greedy(policy, state, *args)
+
+    monkeypatch.setattr(trainer_mod, "greedy_action", spy)
+    real, fake = _prepare(trainer, make_batch())
+    logs = {}
+    minibatch = trainer._minibatch(trainer._collect(real, logs), logs)
+    seen.clear()
+    trainer._g_phase(real, fake, logs, minibatch)
+    assert len(seen) == 2
+    for state, d in zip(seen, "ab"):
+        torch.testing.assert_close(state, minibatch[d].state[:3])
+
+
+def test_actor_waits_for_the_critic(tiny_config, make_trainer, make_batch):
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan", actor_start_step=2))
+    for step in range(3):
+        logs = trainer.train_step(make_batch(seed=step))
+        assert ("loss/G/actor" in logs) == (step >= 2)
+        assert "rl/q_loss" in logs  # the critic trains from step 0
+
+
+def test_rollouts_leave_batch_norm_statistics_alone(tiny_config, make_trainer, make_batch):
+    """Running statistics come from real training batches only, not from the no-grad rollouts
+    of generated frames (which still normalise with their own batch statistics)."""
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan", norm="batch"))
+    real, _ = _prepare(trainer, make_batch())
+    stats = {k: v.clone() for k, v in trainer.nets.state_dict().items() if "running" in k or "num_batches" in k}
+    assert stats
+    trainer._collect(real, {})
+    after = trainer.nets.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in stats.items())
 
 
 def test_every_online_parameter_has_exactly_one_optimizer(tiny_config, make_trainer):
@@ -139,7 +223,7 @@ def test_critic_target_comes_from_the_target_networks(tiny_config, make_trainer,
     logs = {}
     fresh = trainer._collect(real, logs)
     q_before = {d: copy.deepcopy(getattr(nets, f"q_{d}")) for d in "ab"}
-    trainer._critic_phase(fresh, logs)
+    trainer._critic_phase(trainer._minibatch(fresh, logs), logs)
     assert len(calls) == len(minibatches) == 2
 
     def by_hand(d, suffix):
@@ -168,13 +252,13 @@ def test_critic_target_comes_from_the_target_networks(tiny_config, make_trainer,
                                    mb.cost[~mb.done])
 
 
-EXPECTED_G_TERMS = {"cycle_gan": {"adv", "cyc"}, "recycle_gan": {"adv", "rr", "rc"},
-                    "rl_v2v_gan": {"adv", "video", "rr", "rc", "actor"}}
+EXPECTED_G_TERMS = {"cycle_gan": {"adv", "cyc", "idt"}, "recycle_gan": {"adv", "rr", "rc", "idt"},
+                    "rl_v2v_gan": {"adv", "video", "rr", "rc", "idt", "actor"}}
 
 
 @pytest.mark.parametrize("method", list(EXPECTED_G_TERMS))
 def test_each_method_turns_on_exactly_its_terms(method, tiny_config, make_trainer, make_batch):
-    trainer = make_trainer(tiny_config(method=method))
+    trainer = make_trainer(tiny_config(method=method, lambda_idt=0.5))
     logs = trainer.train_step(make_batch())
     assert all(isinstance(v, float) for v in logs.values())
     g_terms = {k.split("/")[-1] for k in logs if k.startswith("loss/G/")} - {"total"}
@@ -184,7 +268,7 @@ def test_each_method_turns_on_exactly_its_terms(method, tiny_config, make_traine
         assert {"rl/q_loss", "rl/replay_size", "rl/mean_reward_a", "rl/mean_reward_b", "rl/greedy_a1_share_a",
                 "rl/greedy_a1_share_b", "rl/q_mean_a", "rl/from_buffer_a"} <= rl_keys
         assert "loss/D/video" in logs
-        assert logs["rl/replay_size"] == 2 * 2 * (4 - 2)  # B * (T - p) per domain
+        assert logs["rl/replay_size"] == 2 * 2 * (4 - 2)  # rl_episodes (= B here) * (T - p) per domain
         assert logs["rl/mean_reward_a"] <= 0 and logs["rl/mean_reward_b"] <= 0
         assert set(trainer.optimizers) == {"G", "D", "Q"}
     else:
@@ -198,7 +282,7 @@ def test_each_method_turns_on_exactly_its_terms(method, tiny_config, make_traine
     # The total is the weighted sum of the logged terms.
     cfg = trainer.cfg
     weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "rr": cfg.lambda_rr,
-               "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
+               "rc": cfg.lambda_rc, "idt": cfg.lambda_idt, "actor": cfg.lambda_pg}
     total = sum(weights[k] * logs[f"loss/G/{k}"] for k in g_terms)
     assert logs["loss/G/total"] == pytest.approx(total, rel=1e-5)
 
