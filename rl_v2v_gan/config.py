@@ -121,8 +121,8 @@ class Config:
     output: str | None = _f(None, "translate: output mp4 path")
     direction: str = _f("a2b", "translate: a2b uses gen_ab, b2a uses gen_ba", choices=("a2b", "b2a"))
     side_by_side: bool = _f(False, "translate: write input and output side by side")
-    output_size: str = _f("model", "translate: write at the model's H x W or resized back to the source size",
-                          choices=("model", "source"))
+    output_size: str = _f("model", "translate: write at the model's H x W or back at the source size "
+                          "(with --resize_mode crop: the crop, unstretched)", choices=("model", "source"))
 
     # --- derived views -------------------------------------------------------------------------
     @property

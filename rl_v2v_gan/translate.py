@@ -123,7 +123,7 @@ def _translate_folder(cfg: Config, folder: Path, out_dir: Path, log) -> list[Pat
 def _generator(cfg: Config, log):
     from .models.networks import networks_from_config
     from .train.distributed import resolve_device
-    from .train.loop import restore
+    from .train.checkpoint import restore
 
     device = resolve_device(cfg.device)
     nets = networks_from_config(cfg).to(device).eval()
@@ -141,7 +141,11 @@ def _translate_one(cfg: Config, gen: Generator, device: torch.device, src: Path,
     """Stream ``src`` through ``gen`` into the mp4 ``out``; returns (frames, width, height) written."""
     h, w = cfg.frame_size
     if cfg.output_size == "source":
-        out_h, out_w = info.height - info.height % 2, info.width - info.width % 2  # yuv420p needs even sizes
+        # The source frame, or with --resize_mode crop the centre crop the model saw, at source
+        # resolution: resizing that back to the full frame would stretch it.
+        src_h, src_w = (info.height, info.width) if cfg.resize_mode == "resize" else \
+            video_io.crop_size((info.height, info.width), (h, w))
+        out_h, out_w = src_h - src_h % 2, src_w - src_w % 2  # yuv420p needs even sizes
     else:
         out_h, out_w = h, w
     width = out_w * (2 if cfg.side_by_side else 1)

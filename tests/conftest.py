@@ -62,3 +62,32 @@ def build_trainer(cfg, seed: int = 0) -> Trainer:
 def make_trainer():
     """``make_trainer(cfg, seed=0)``: see :func:`build_trainer`."""
     return build_trainer
+
+
+def write_rotated_video(path, rotation: int = 90, frames: int = 6):
+    """A phone-style mp4: an upright portrait clip (top half red, bottom half blue, 32 high x 16
+    wide) stored turned into landscape, with a display matrix saying how to turn it back.
+    Returns the upright frame ``[32, 16, 3]`` it shows."""
+    import av
+    import numpy as np
+
+    upright = np.zeros((32, 16, 3), np.uint8)
+    upright[:16, :, 0] = 255
+    upright[16:, :, 2] = 255
+    stored = np.ascontiguousarray(np.rot90(upright, k=-rotation // 90))  # undone by the display rotation
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = stored.shape[1], stored.shape[0], "yuv420p"
+        stream.set_display_rotation(rotation)
+        for _ in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return upright
+
+
+@pytest.fixture
+def rotated_video():
+    """``rotated_video(path, rotation=90, frames=6)``: see :func:`write_rotated_video`."""
+    return write_rotated_video

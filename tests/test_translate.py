@@ -14,7 +14,7 @@ from rl_v2v_gan.config import make_config
 from rl_v2v_gan.data import video_io
 from rl_v2v_gan.data.dataset import to_float, to_uint8
 from rl_v2v_gan.models.networks import networks_from_config
-from rl_v2v_gan.train.loop import restore
+from rl_v2v_gan.train.checkpoint import restore
 from rl_v2v_gan.translate import translate_stream
 
 T, H, W = 4, 16, 16
@@ -244,6 +244,27 @@ def test_failed_translate_keeps_an_existing_output(runs, tmp_path, capsys):
     assert code == 1 and "missing" in err
     assert out.read_bytes() == b"an earlier result"
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_crop_with_output_size_source_keeps_the_aspect_ratio(runs, carphone, tmp_path):
+    out = tmp_path / "crop.mp4"
+    assert main(translate_argv(runs, carphone, out, "--resize_mode", "crop", "--output_size", "source")) == 0
+    info = video_io.probe(out)
+    # The model saw the centre 144x144 of the 176x144 source: that square at source resolution,
+    # not stretched back to 176 wide.
+    assert (info.num_frames, info.width, info.height) == (120, 144, 144)
+
+
+def test_a_rotated_phone_video_is_translated_upright(runs, tmp_path, rotated_video):
+    src, out = tmp_path / "phone.mp4", tmp_path / "phone_b.mp4"
+    rotated_video(src, 90)
+    assert main(translate_argv(runs, src, out, "--output_size", "source", "--side_by_side")) == 0
+    info = video_io.probe(out)
+    assert (info.width, info.height) == (2 * 16, 32)  # portrait, input and output side by side
+    frames, _ = video_io.read_video(out)
+    left = frames[..., :16].astype(float)  # the input as the model saw it: red above blue
+    assert left[:, 0, :16].mean() > 150 > left[:, 0, 16:].mean()
+    assert left[:, 2, 16:].mean() > 150 > left[:, 2, :16].mean()
 
 
 # A folder of videos

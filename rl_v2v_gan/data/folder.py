@@ -93,6 +93,7 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
     t = cfg.clip_length
     splits: dict[str, list[dict]] = {}
     decoded = skipped_bad = 0
+    short_tests: dict[str, set[str]] = {}  # test split -> names of videos shorter than T
     for split in SPLITS:
         sources = list_sources(root / split)
         if split in REQUIRED and not sources:
@@ -109,6 +110,11 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
                     frames, fps = src.read((h, w), cfg.resize_mode, cfg.frame_stride)
                 else:
                     frames, fps = video_io.read_video(src, (h, w), cfg.resize_mode, cfg.frame_stride)
+                if len(frames) < t and split not in REQUIRED:  # evaluation has no clip of it to use
+                    log(f"warning: skipping test video '{src}': {len(frames)} frames (after --frame_stride "
+                        f"{cfg.frame_stride}), fewer than T={t}")
+                    short_tests.setdefault(split.removesuffix("_gt"), set()).add(src.name)
+                    continue
                 if len(frames) < t:
                     raise UserError(f"video '{src}' has {len(frames)} frames (after --frame_stride "
                                     f"{cfg.frame_stride}), fewer than T={t}")
@@ -129,6 +135,9 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
             raise UserError(f"no usable videos left in {root / split} after skipping bad ones")
     for split in ("testA", "testB"):
         gt = f"{split}_gt"
+        if splits[gt] and short_tests.get(split):  # a pair goes as a whole
+            for s in (split, gt):
+                splits[s] = [e for e in splits[s] if Path(e["source"]).name not in short_tests[split]]
         if splits[gt] and [Path(e["source"]).name for e in splits[gt]] != \
                 [Path(e["source"]).name for e in splits[split]]:
             raise UserError(f"{root / gt} must hold the same video names as {root / split} (paired ground truth)")

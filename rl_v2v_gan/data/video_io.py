@@ -82,13 +82,41 @@ def probe(path) -> VideoInfo:
     with _open_video(path) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if _quarter_turns(_first_rotation(container, stream)) % 2:  # a portrait phone video stored landscape
+            width, height = height, width
         return VideoInfo(
             path=str(path),
             fps=float(rate) if rate else DEFAULT_FOLDER_FPS,
             num_frames=stream.frames or None,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
+            width=width,
+            height=height,
         )
+
+
+def _first_rotation(container, stream) -> int:
+    """The display rotation of the first frame (0 if none decodes: reading the frames reports why).
+
+    PyAV exposes the display matrix only on decoded frames, so one frame is decoded.
+    """
+    try:
+        for frame in container.decode(stream):
+            return frame.rotation
+    except av.FFmpegError:
+        pass
+    return 0
+
+
+def _quarter_turns(rotation: float) -> int:
+    """A display rotation (degrees counter-clockwise) as a number of quarter turns, 0..3."""
+    return round(rotation / 90) % 4
+
+
+def _upright(rgb: np.ndarray, rotation: float) -> np.ndarray:
+    """A decoded ``[h, w, 3]`` frame turned as its display matrix says (phones store portrait
+    video landscape plus a rotation); flips in the matrix are not applied."""
+    turns = _quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(rgb, k=turns)) if turns else rgb
 
 
 def iter_frames(
@@ -318,7 +346,7 @@ def _video_chunks(path: Path, stride: int, chunk: int) -> Iterator[np.ndarray]:
                 # which costs about as much, is only paid for the frames kept.
                 if index % stride:
                     continue
-                rgb = frame.to_ndarray(format="rgb24")  # [h, w, 3]
+                rgb = _upright(frame.to_ndarray(format="rgb24"), frame.rotation)  # [h, w, 3], upright
                 if shape is None:
                     shape = rgb.shape
                 elif rgb.shape != shape:
@@ -389,6 +417,13 @@ def _folder_chunks(folder: Path, files: list[Path], stride: int, chunk: int) -> 
         yield np.stack(frames)
 
 
+def crop_size(source: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """(height, width) of the largest centred region of a ``source`` frame with the aspect ratio of
+    ``size``: what ``"crop"`` keeps of each frame."""
+    (h, w), (out_h, out_w) = source, size
+    return min(h, round(w * out_h / out_w)), min(w, round(h * out_w / out_h))
+
+
 def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """Resize uint8 ``[n, 3, h, w]`` to ``[n, 3, H, W]``.
 
@@ -398,8 +433,7 @@ def resize_frames(frames: torch.Tensor, size: tuple[int, int], mode: str) -> tor
     out_h, out_w = size
     h, w = frames.shape[-2:]
     if mode == "crop":
-        crop_h = min(h, round(w * out_h / out_w))
-        crop_w = min(w, round(h * out_w / out_h))
+        crop_h, crop_w = crop_size((h, w), size)
         top, left = (h - crop_h) // 2, (w - crop_w) // 2
         frames = frames[:, :, top : top + crop_h, left : left + crop_w]
     if frames.shape[-2:] == (out_h, out_w):

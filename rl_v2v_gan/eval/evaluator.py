@@ -28,6 +28,8 @@ from ..utils.fs import atomic_write_text
 from . import metrics as M
 
 DIRECTIONS = {"a2b": ("a", "b", "gen_ab", "gen_ba"), "b2a": ("b", "a", "gen_ba", "gen_ab")}
+SAMPLE_SEED = 0
+"""Seed of the evaluated test clips and FID's real frames: every evaluation sees the same ones."""
 TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid")
 
 
@@ -54,8 +56,13 @@ class VideoEvaluator:
         if not self.fid.available:
             print(f"FID unavailable: {self.fid.reason}")
 
-    def _loader(self, direction: str) -> DataLoader:
-        return DataLoader(self.tests[direction], batch_size=self.batch_size, shuffle=False)
+    def _loader(self, direction: str, max_batches: int) -> DataLoader:
+        """At most ``max_batches`` batches of test clips drawn uniformly over all test videos (fixed
+        seed), not the first clips of the first videos."""
+        test = self.tests[direction]
+        n = min(len(test), max_batches * self.batch_size)
+        picked = torch.randperm(len(test), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:n]
+        return DataLoader(torch.utils.data.Subset(test, sorted(picked.tolist())), batch_size=self.batch_size)
 
     @torch.no_grad()
     def evaluate(self, nets, max_batches: int) -> dict[str, Any]:
@@ -77,9 +84,7 @@ class VideoEvaluator:
         sums: dict[str, list[torch.Tensor]] = {}
         n_clips = 0
         self.fid.reset()
-        for i, item in enumerate(self._loader(direction)):
-            if i >= max_batches:
-                break
+        for item in self._loader(direction, max_batches):
             x = to_float(item[src].to(self.device))  # [B,T,C,H,W]
             y = gen(x)
             cyc = gen_back(y)
@@ -104,16 +109,19 @@ class VideoEvaluator:
         out["fid_info"] = fid
         return out
 
-    def _real_frames(self, domain: str, n_frames: int):
-        """Real frames of ``domain`` for FID: its test split, else its training split."""
+    def _real_frames(self, domain: str, n_frames: int, chunk: int = 256):
+        """``n_frames`` real frames of ``domain`` for FID, drawn uniformly over all frames of all
+        videos of its test split (else its training split) with a fixed seed; in chunks."""
         split = f"test{domain.upper()}" if self.store.has(f"test{domain.upper()}") else f"train{domain.upper()}"
-        left = n_frames
-        for video in self.store.videos(split):
-            if left <= 0:
-                break
-            chunk = torch.from_numpy(np.array(video[:left]))
-            left -= len(chunk)
-            yield to_float(chunk.to(self.device))
+        videos = self.store.videos(split)
+        starts = np.cumsum([0] + [len(v) for v in videos])  # frame k is videos[i][k - starts[i]]
+        n = min(n_frames, int(starts[-1]))
+        picked = np.sort(np.random.default_rng(SAMPLE_SEED).choice(int(starts[-1]), size=n, replace=False))
+        for first in range(0, n, chunk):
+            ks = picked[first:first + chunk]
+            vs = np.searchsorted(starts, ks, side="right") - 1
+            frames = np.stack([videos[v][k - starts[v]] for v, k in zip(vs, ks)])  # [n,C,H,W]
+            yield to_float(torch.from_numpy(frames).to(self.device))
 
     @torch.no_grad()
     def samples(self, nets, n_clips: int = 2) -> dict[str, torch.Tensor]:
@@ -202,7 +210,7 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
     from ..models.networks import networks_from_config
     from ..train import checkpoint as ckpt_io
     from ..train.distributed import resolve_device
-    from ..train.loop import restore
+    from ..train.checkpoint import restore
 
     device = resolve_device(cfg.device)
     store = prepare_data(cfg)

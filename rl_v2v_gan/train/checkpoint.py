@@ -66,10 +66,16 @@ def rng_state() -> dict[str, Any]:
             "python": random.getstate()}
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], log=print) -> None:
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    saved = state["cuda"]
+    if saved and torch.cuda.is_available():
+        visible = torch.cuda.device_count()
+        for device, cuda_state in enumerate(saved[:visible]):
+            torch.cuda.set_rng_state(cuda_state, device)
+        if len(saved) > visible:  # resumed on fewer GPUs than it was saved on
+            log(f"warning: the checkpoint holds CUDA RNG states of {len(saved)} GPUs but {visible} are visible; "
+                f"restored the first {visible} (the random stream differs from the original run's)")
     kind, keys, *rest = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
     version, internal, gauss = state["python"]
@@ -106,7 +112,8 @@ def save_checkpoint(run_dir: Path, trainer, config_json: str, steps_per_epoch: i
                           for k, v in buf.state_dict().items()}
                 save_file(replay, tmp / REPLAY)
                 files.append(REPLAY)
-            torch.save({"trainer": trainer.state_dict(), "rng": rng_state()}, tmp / "state.pt")
+            with open(tmp / "state.pt", "wb") as f:  # through a Python file: a failed write is an OSError
+                torch.save({"trainer": trainer.state_dict(), "rng": rng_state()}, f)
             (tmp / "config.json").write_text(config_json)
             manifest = {"name": name, "step": trainer.step, "epoch": trainer.step / steps_per_epoch,
                         "time": time.time(), "sha256": {f: _sha256(tmp / f) for f in files},
@@ -117,7 +124,7 @@ def save_checkpoint(run_dir: Path, trainer, config_json: str, steps_per_epoch: i
                     os.fsync(fh.fileno())
             _pause_for_tests(trainer.step)
         atomic_write_text(run_dir / LATEST, name + "\n")
-    except (OSError, SafetensorError, RuntimeError) as e:  # a full disk surfaces as any of these
+    except (OSError, SafetensorError) as e:  # I/O only: a CUDA or programming error keeps its own traceback
         reason = getattr(e, "strerror", None) or str(e).strip().splitlines()[0]
         raise UserError(f"cannot write checkpoint {final}: {reason} "
                         f"(the run's earlier checkpoints are intact)") from None
@@ -299,6 +306,20 @@ def load_state(ckpt: Path) -> dict[str, Any]:
         raise UserError(f"refusing to load {ckpt / 'state.pt'}: it is not plain tensor data ({first})") from None
     except (OSError, RuntimeError, EOFError) as e:
         raise UserError(f"checkpoint {ckpt}: unreadable state.pt ({e})") from None
+
+
+def restore(cfg, nets: torch.nn.Module, trainer=None, which: str | None = None, log=print) -> Path:
+    """Load the checkpoint ``which`` (default: latest) of ``cfg``'s run into ``nets`` (and ``trainer``:
+    optimizers, scaler, step, replay buffers, RNG states); returns its folder."""
+    ckpt = resolve(cfg.run_dir, which, log)
+    check_config(ckpt, cfg.to_dict())
+    load_networks(ckpt, nets)
+    if trainer is not None:
+        state = load_state(ckpt)
+        trainer.load_state_dict(state["trainer"])
+        load_replay(ckpt, trainer.replay, log)
+        set_rng_state(state["rng"], log)
+    return ckpt
 
 
 def load_replay(ckpt: Path, replay: dict, log=print) -> None:

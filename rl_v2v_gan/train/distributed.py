@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -53,13 +54,38 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def released(*tensors: torch.Tensor, timeout_s: float = 10.0) -> None:
+    """Return once no gloo worker thread holds ``tensors`` (those of a finished collective).
+
+    A gloo worker frees a collective's tensors after the caller has moved on, and freeing a
+    tensor that Python has seen takes the GIL. The workers outlive ``destroy_process_group``
+    (DDP's reducer keeps the group alive to the end of the process), so one still waiting for the
+    GIL when the interpreter shuts down is killed inside C++ and the rank aborts ("terminate
+    called without an active exception", SIGABRT). Every collective on Python tensors therefore
+    waits here, without the GIL, until the worker has let go. NCCL frees its work on its own
+    watchdog, which ``destroy_process_group`` stops.
+    """
+    if not dist.is_initialized() or dist.get_backend() != "gloo" or not hasattr(torch.Tensor, "_use_count"):
+        return
+    deadline = time.monotonic() + timeout_s
+    for t in tensors:
+        while t._use_count() > 1 and time.monotonic() < deadline:  # 1: only the Python object
+            time.sleep(0.0005)
+
+
+def all_reduce_flag(flag: bool, op: dist.ReduceOp, device: torch.device) -> bool:
+    """``flag`` reduced over all ranks with ``op`` (MAX: any rank, MIN: every rank)."""
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=op)
+    released(t)
+    return bool(t.item())
+
+
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank when ``flag`` is true on any rank (a stop request must stop all ranks)."""
     if not info.enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return all_reduce_flag(flag, dist.ReduceOp.MAX, device)
 
 
 def cleanup(info: DistInfo) -> None:

@@ -22,9 +22,10 @@ from ..data.dataset import StepSampler, UnpairedClips
 from ..data.factory import prepare_data
 from ..errors import UserError
 from ..eval import report
-from ..models.networks import Networks, networks_from_config
+from ..models.networks import networks_from_config
 from ..utils.fs import atomic_write_text
 from . import checkpoint as ckpt_io
+from .checkpoint import restore
 from .distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
 from .trainer import NonFiniteError, Trainer
 
@@ -51,19 +52,6 @@ class StopRequest:
     def __exit__(self, *exc):
         for s, handler in self._old.items():
             signal.signal(s, handler)
-
-
-def restore(cfg: Config, nets: Networks, trainer: Trainer | None, which: str | None, log=print) -> Path:
-    """Load the checkpoint ``which`` (default: latest) of the run into ``nets`` (and ``trainer``)."""
-    ckpt = ckpt_io.resolve(cfg.run_dir, which, log)
-    ckpt_io.check_config(ckpt, cfg.to_dict())
-    ckpt_io.load_networks(ckpt, nets)
-    if trainer is not None:
-        state = ckpt_io.load_state(ckpt)
-        trainer.load_state_dict(state["trainer"])
-        ckpt_io.load_replay(ckpt, trainer.replay, log)
-        ckpt_io.set_rng_state(state["rng"])
-    return ckpt
 
 
 def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
@@ -143,11 +131,13 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*run_dir.glob(".*.tmp"), *run_dir.glob(".*.old-*")]:  # leftovers of a killed save
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-        _drop_partial_line(run_dir / "log.jsonl")
+        _truncate_log(run_dir / "log.jsonl", trainer.step)
         atomic_write_text(run_dir / "config.json", cfg.to_json())
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        # Steps after the checkpoint were logged by the killed run and are about to be redone:
+        # TensorBoard drops its events from purge_step on, as the JSONL drops its rows.
+        writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=trainer.step + 1)
         evaluator = Evaluator(cfg, store, device)
 
     spe, total = cfg.steps_per_epoch, cfg.epochs * cfg.steps_per_epoch
@@ -215,13 +205,27 @@ def _postfix(logs: dict[str, float]) -> dict[str, str]:
     return postfix
 
 
-def _drop_partial_line(path: Path) -> None:
-    """A kill in the middle of a log write leaves half a line: cut it before appending again."""
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the log rows of steps up to ``step``, where the run (re)starts.
+
+    A resumed run redoes the steps between its checkpoint and the kill, which the killed run had
+    already logged; a kill in the middle of a write leaves half a line. Both are cut (atomically)
+    before appending again.
+    """
     if not path.is_file():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+    kept = []
+    for line in data.splitlines(keepends=True):
+        try:
+            row = json.loads(line) if line.endswith(b"\n") else None
+        except json.JSONDecodeError:
+            row = None
+        if row is None or row.get("step", 0) > step:
+            break
+        kept.append(line)
+    if len(kept) != len(data.splitlines(keepends=True)):
+        atomic_write_text(path, b"".join(kept).decode())
 
 
 def _interrupted(cfg: Config, trainer: Trainer, info: DistInfo, config_json: str, signum: int, log) -> int:

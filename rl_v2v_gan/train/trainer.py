@@ -23,6 +23,8 @@ from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout
 from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, norm_stats_frozen, soft_update
 from ..utils.precision import resolve_amp
+from .distributed import all_reduce_flag
+
 ADAM_BETAS = (0.5, 0.999)
 
 
@@ -77,9 +79,7 @@ class Trainer:
         their gradient synchronisations would pair up different networks."""
         if not self.ddp:
             return flag
-        t = torch.tensor([1 if flag else 0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-        return bool(t.item())
+        return all_reduce_flag(flag, dist.ReduceOp.MIN, self.device)
 
     def _update(self, role: str, loss: torch.Tensor) -> bool:
         """Backward and step one role's optimizer (outside autocast); skip (False) on a non-finite

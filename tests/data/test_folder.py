@@ -438,3 +438,21 @@ def test_skip_bad_videos_still_needs_one_good_video(dataset, capsys):
     assert_one_line_error(code, err, f"no usable videos left in {folder}")
     assert out.count("warning: skipping") == 2
     assert not (store_dir(folder_config(dataset)) / MANIFEST).exists()
+
+
+def test_short_test_video_is_skipped_with_a_warning_and_its_ground_truth_with_it(dataset, footage):
+    short = dataset / "testA" / "t00.mp4"
+    video_io.write_video(short, footage["a"][:T - 1], FPS_A)
+    video_io.write_video(dataset / "testA_gt" / "t00.mp4", footage["c"][:T - 1], FPS_A)
+    store, lines = prepare(dataset)
+    assert any("warning" in line and str(short) in line and f"fewer than T={T}" in line for line in lines)
+    assert [Path(e["source"]).name for e in store.entries("testA")] == ["t01.mp4"]
+    assert [Path(e["source"]).name for e in store.entries("testA_gt")] == ["t01.mp4"]  # still paired
+
+
+def test_short_training_video_is_still_an_error(dataset, footage):
+    video_io.write_video(dataset / "trainA" / "a00.mp4", footage["a"][:T - 1], FPS_A)
+    with pytest.raises(UserError, match=f"fewer than T={T}"):
+        prepare(dataset)
+    store, lines = prepare(dataset, skip_bad_videos=True)
+    assert len(store.entries("trainA")) == 2 and any("a00.mp4" in line for line in lines)

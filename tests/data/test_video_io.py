@@ -381,3 +381,16 @@ def test_video_with_a_header_but_no_frames(tmp_path):
     with pytest.raises(UserError, match="no frames decoded") as excinfo:
         read_video(path)
     assert_user_error_names(excinfo, path)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_a_rotated_phone_video_is_read_upright(tmp_path, rotated_video, rotation):
+    path = tmp_path / "phone.mp4"
+    upright = rotated_video(path, rotation)
+    info = video_io.probe(path)
+    assert (info.width, info.height) == (16, 32)  # portrait, as shown, not as stored
+    frames, _ = video_io.read_video(path)
+    assert frames.shape == (6, 3, 32, 16)
+    top, bottom = frames[:, :, :16].mean((0, 2, 3)), frames[:, :, 16:].mean((0, 2, 3))  # per channel
+    assert top[0] > 200 and top[2] < 50 and bottom[2] > 200 and bottom[0] < 50  # red above blue
+    assert np.abs(frames[0].transpose(1, 2, 0).astype(int) - upright).mean() < 10

@@ -234,14 +234,6 @@ def test_fid_rejects_bad_frame_shape():
 # --- FID with the Inception network: where the weights come from ----------------------------
 
 
-@pytest.fixture
-def no_weights_anywhere(monkeypatch, tmp_path):
-    """An empty torch hub cache and no environment variable, whatever the machine has."""
-    monkeypatch.delenv(metrics.FID_WEIGHTS_ENV, raising=False)
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    return tmp_path / "torch_home" / "hub" / "checkpoints"
-
-
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
     """A file in the real weights' format holding random weights: tests the loading path only.

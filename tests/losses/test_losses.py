@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -78,9 +79,12 @@ def test_unknown_gan_mode_lists_the_valid_ones():
 
 def test_l1_terms():
     a, b = torch.tensor([[0.0, 1.0], [2.0, -1.0]]), torch.tensor([[1.0, 1.0], [0.0, 1.0]])
-    for fn in (G.recurrent_loss, G.recycle_loss, G.cycle_loss, G.l1):
+    for fn in (G.recurrent_loss, G.recycle_loss, G.cycle_loss):  # hand-computed, not via the shared helper
         assert fn(a, b).item() == pytest.approx((1 + 0 + 2 + 2) / 4)
     assert per_sample_l1(a, b).tolist() == [0.5, 2.0]
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)  # [N,C,H,W] frames
+    assert G.recurrent_loss(x, y).item() == pytest.approx(float(np.abs(x.numpy() - y.numpy()).mean()), rel=1e-6)
 
 
 # --- RL terms --------------------------------------------------------------------------------------

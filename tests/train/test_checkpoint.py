@@ -10,7 +10,7 @@ import torch
 from rl_v2v_gan.errors import UserError
 from rl_v2v_gan.models.networks import networks_from_config
 from rl_v2v_gan.train import checkpoint as ckpt_io
-from rl_v2v_gan.train.loop import restore
+from rl_v2v_gan.train.checkpoint import restore
 from rl_v2v_gan.train.trainer import Trainer
 
 
@@ -151,6 +151,52 @@ def test_state_with_pickled_code_is_refused_without_running_it(run, tmp_path):
     # The payload is live: a plain unpickler would have run it (so the assertion above can fail).
     torch.load(state_pt, weights_only=False)
     assert marker.exists()
+
+
+def test_resume_on_fewer_gpus_restores_the_states_that_exist_and_warns(monkeypatch):
+    restored, lines = {}, []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: restored.__setitem__(device, state))
+    state = ckpt_io.rng_state()
+    state["cuda"] = [torch.full((4,), i, dtype=torch.uint8) for i in range(4)]  # saved on 4 GPUs
+    ckpt_io.set_rng_state(state, log=lines.append)
+    assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
+    assert len(lines) == 1 and "4 GPUs" in lines[0] and "1 are visible" in lines[0]
+
+
+def test_only_io_failures_say_cannot_write_checkpoint(run, monkeypatch):
+    cfg, trainer = run
+    monkeypatch.setattr(trainer, "step", 4)
+
+    def cuda_failure(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(ckpt_io, "rng_state", cuda_failure)
+    with pytest.raises(RuntimeError, match="illegal memory access"):  # its own error, not a disk problem
+        _save(trainer, cfg)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpt_io, "rng_state", lambda: {})
+    monkeypatch.setattr(builtins, "open", disk_full)
+    with pytest.raises(UserError, match="cannot write checkpoint .*No space left on device"):
+        _save(trainer, cfg)
+    monkeypatch.undo()
+    assert (cfg.run_dir / "latest").read_text().strip() == "epoch_0001"
+    assert sorted(p.name for p in cfg.run_dir.iterdir()) == ["epoch_0001", "latest", "step_00000001"]
+
+
+def test_checkpoint_loading_lives_below_the_loop_and_the_evaluator():
+    import ast
+    import inspect
+
+    from rl_v2v_gan.eval import evaluator
+
+    imported = {node.module for node in ast.walk(ast.parse(inspect.getsource(evaluator)))
+                if isinstance(node, ast.ImportFrom)}
+    assert "train.loop" not in {m.removeprefix("..") for m in imported if m}  # no evaluator <-> loop circle
 
 
 @pytest.mark.parametrize("name", ["networks.safetensors", "state.pt", "replay.safetensors"])

@@ -18,7 +18,9 @@ def _free_port() -> int:
 
 
 def _run(args, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # This checkout's package, not whichever one is installed: the ranks run outside pytest.
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     cmd = TORCHRUN + ["--master_addr", "127.0.0.1", "--master_port", str(_free_port())] + args
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
@@ -44,3 +46,23 @@ def test_torchrun_cli_writes_exactly_one_checkpoint(tmp_path):
     assert (run / "latest").read_text().strip() == "epoch_0001"
     assert proc.stdout.count("saved checkpoint") == 1  # rank 1 printed nothing of its own
 
+
+
+def test_a_collective_returns_its_tensors_released_by_gloo(tmp_path):
+    """The gloo worker frees a finished collective's tensors after the caller moved on, which takes
+    the GIL; if that is still pending when the interpreter exits, the rank aborts (SIGABRT)."""
+    import torch
+    import torch.distributed as dist
+
+    from rl_v2v_gan.train.distributed import all_reduce_flag, released
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    try:
+        for _ in range(20):
+            assert all_reduce_flag(True, dist.ReduceOp.MIN, torch.device("cpu")) is True
+            t = torch.ones(3)
+            dist.all_reduce(t)
+            released(t)
+            assert t._use_count() == 1  # only the Python object holds it now
+    finally:
+        dist.destroy_process_group()

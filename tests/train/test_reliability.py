@@ -84,6 +84,13 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path, reference
     out = _resume(tmp_path)
     assert "resumed from" in out.stdout and "at step 2" in out.stdout
     _assert_same_losses(_losses(run), want, steps=range(3, 7))
+    # The steps redone after the checkpoint appear once, in the JSONL and in TensorBoard.
+    steps = [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("loss/G/total")] == list(range(1, 7))
 
 
 def test_sigkill_mid_checkpoint_write_keeps_previous_latest(tmp_path, reference):
