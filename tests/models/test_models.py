@@ -431,3 +431,32 @@ def test_build_networks_is_deterministic_under_seed():
     assert first.keys() == second.keys()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+# ---------------------------------------------------------------- cost budget (DESIGN §3)
+
+
+def _gflop(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def test_networks_fit_the_recycle_gan_reference_budget_at_256():
+    """Forward GFLOP at 256x256, ngf = ndf = 64, against the Recycle-GAN reference's networks
+    (resnet_6blocks 70 per frame, unet_256 predictor 12 per call, PatchGAN 6 per frame). Counted on
+    the meta device: shapes only, no arithmetic."""
+    with torch.device("meta"):
+        nets = build_networks("recycle_gan", (3, 256, 256, 3), context_frames=2, ngf=64, ndf=64, n_res_blocks=2)
+        frame, window = torch.empty(1, 1, 3, 256, 256), torch.empty(1, 2, 3, 256, 256)
+        gen = _gflop(lambda: nets.gen_ab(frame))
+        pred = _gflop(lambda: nets.pred_a(window))
+        disc = _gflop(lambda: nets.disc_a(frame[:, 0]))
+    assert gen <= 70 and pred <= 14 and disc <= 7, (gen, pred, disc)
+    # A recycle_gan step on a 3-frame clip, forward: 2 x (3 translated frames + 1 recycled frame)
+    # generator frames and 2 x 2 predictor calls; with backward (about 2x forward) and the
+    # discriminators it stays within the reference's 1.8 TFLOP.
+    forward = 8 * gen + 4 * pred
+    assert 3 * forward + 3 * 18 * disc <= 1.8e3

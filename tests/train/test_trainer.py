@@ -307,7 +307,9 @@ def test_rejects_mismatched_clips(tiny_config, make_trainer, make_batch):
 
 @pytest.mark.slow
 def test_short_synthetic_run_learns(tmp_path, tiny_config, make_trainer):
-    """Learning, not just running: L_rr drops and cycle PSNR rises far above initialisation."""
+    """Learning, not just running: from the identity start (output = input, far from the other
+    domain's style), translation PSNR against the ground truth rises well above it in both
+    directions, while the cycle keeps the content (random frames would give about 8 dB)."""
     cfg = tiny_config(method="recycle_gan", input_shape=(4, 32, 32, 3), ngf=8, ndf=8, learning_rate=1e-3,
                       synthetic_train_clips=8, synthetic_test_clips=2)
     store = prepare_data(cfg, log=lambda *a: None)
@@ -315,16 +317,13 @@ def test_short_synthetic_run_learns(tmp_path, tiny_config, make_trainer):
     trainer = make_trainer(cfg, seed=0)
     evaluator = VideoEvaluator(store, cfg.clip_length, cfg.batch_size, torch.device("cpu"))
     before = evaluator.evaluate(trainer.nets, 1)
-    steps = 60
-    rr = []
-    for keys in StepSampler(dataset, cfg.batch_size, cfg.seed, 0, 0, steps):
-        items = [dataset[k] for k in keys]
-        logs = trainer.train_step({d: torch.stack([it[d] for it in items]) for d in "ab"})
-        rr.append(logs["loss/G/rr"])
-    after = evaluator.evaluate(trainer.nets, 1)
-    first, last = sum(rr[:10]) / 10, sum(rr[-10:]) / 10
-    assert last < 0.7 * first, f"L_rr {first:.3f} -> {last:.3f}"
     for direction in ("a2b", "b2a"):
-        gain = after[direction]["cycle_psnr"] - before[direction]["cycle_psnr"]
-        assert gain > 4.0, f"{direction} cycle PSNR {before[direction]['cycle_psnr']:.2f} -> " \
-                           f"{after[direction]['cycle_psnr']:.2f}"
+        assert before[direction]["cycle_psnr"] == 100.0  # the identity start: a perfect cycle
+    for keys in StepSampler(dataset, cfg.batch_size, cfg.seed, 0, 0, 60):
+        items = [dataset[k] for k in keys]
+        trainer.train_step({d: torch.stack([it[d] for it in items]) for d in "ab"})
+    after = evaluator.evaluate(trainer.nets, 1)
+    for direction in ("a2b", "b2a"):
+        gain = after[direction]["psnr"] - before[direction]["psnr"]
+        assert gain > 3.0, f"{direction} PSNR {before[direction]['psnr']:.2f} -> {after[direction]['psnr']:.2f}"
+        assert after[direction]["cycle_psnr"] > 15.0, f"{direction} cycle PSNR {after[direction]['cycle_psnr']:.2f}"
