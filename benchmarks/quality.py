@@ -199,8 +199,8 @@ def table(rows: list[dict], split: str) -> str:
         mean, std = stat
         return format(mean, fmt) + (f" ± {format(std, fmt)}" if std else "")
 
-    lines = [f"| variant | method | seeds | PSNR a2b | PSNR b2a | SSIM a2b | SSIM b2a | temporal err a2b "
-             f"| temporal err b2a | flicker a2b | cycle PSNR a2b | train s |", "|" + "---|" * 12]
+    lines = ["| variant | method | seeds | PSNR a2b | PSNR b2a | SSIM a2b | SSIM b2a | temporal err a2b "
+             "| temporal err b2a | flicker a2b | cycle PSNR a2b | train s |", "|" + "---|" * 12]
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["variant"], r["method"]), []).append(r)
