@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -52,6 +53,10 @@ from rl_v2v_gan.train.loop import restore, train
 METHODS = {"rl_v2v_gan": ("rl_v2v_gan", {}), "rl_v2v_gan λ_pg=0": ("rl_v2v_gan", {"lambda_pg": 0.0}),
            "recycle_gan": ("recycle_gan", {}), "cycle_gan": ("cycle_gan", {})}
 SPLITS = ("val", "test")
+# Flags that name places, not what a run computes; bump CACHE_VERSION when the benchmark's own
+# construction (the data, the evaluation) changes.
+PATH_FLAGS = ("data_root", "checkpoint_dir", "checkpoint_name", "checkpoint", "config", "input", "output")
+CACHE_VERSION = 3
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 MODES = {
     # frame side, clip length, training steps, ngf = ndf, batch size, test batches evaluated
@@ -157,15 +162,18 @@ def run(mode: str, variant: str, work: Path, seeds: list[int], overrides: dict, 
         method, flags = METHODS[label]
         for seed in seeds:
             flags_all = {**flags, **overrides}
-            key = run_key({"mode": m, "variant": variant, "method": method, "flags": flags_all, "seed": seed,
-                           "common": {k: str(v) for k, v in common.items()}, "version": 2})
+            cfg = make_config(method=method, seed=seed, data_root=str(root / "test"),
+                              checkpoint_dir=str(work / variant / "runs"), **common, **flags_all)
+            # The key is the resolved configuration (every flag, defaults included), so a change of
+            # a default trains anew instead of serving a stale number; paths and names are not part of it.
+            resolved = {k: v for k, v in cfg.to_dict().items() if k not in PATH_FLAGS}
+            key = run_key({"variant": variant, "mode": m, "config": resolved, "version": CACHE_VERSION})
             path = cache / f"{key}.json"
             if path.exists():
                 rows.append(json.loads(path.read_text()))
                 log(f"cached  {variant} {label} seed {seed}")
                 continue
-            cfg = make_config(method=method, seed=seed, checkpoint_name=f"{key}", data_root=str(root / "test"),
-                              checkpoint_dir=str(work / variant / "runs"), **common, **flags_all)
+            cfg = dataclasses.replace(cfg, checkpoint_name=key)
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
                 code = train(cfg)
