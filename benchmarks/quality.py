@@ -16,8 +16,8 @@ mean ± std. Prints a markdown table; ``--json PATH`` also writes the numbers.
 
 Splits: the clips just before the test clips are a **validation** split (same construction, never
 trained on). Settings are chosen on ``--split val``; the README reports ``--split test``. Each
-run's numbers on both splits are cached as JSON keyed by its configuration
-(``<work>/cache/<key>.json``), so a full table is built up over several invocations and a rerun
+run's numbers on both splits are cached as JSON keyed by its resolved configuration and a hash of
+the code (``<work>/cache/<key>.json``), so a full table is built up over several invocations and a rerun
 only trains what is missing; ``--set KEY=VALUE`` overrides a flag of every learned method.
 """
 
@@ -53,10 +53,21 @@ from rl_v2v_gan.train.loop import restore, train
 METHODS = {"rl_v2v_gan": ("rl_v2v_gan", {}), "rl_v2v_gan λ_pg=0": ("rl_v2v_gan", {"lambda_pg": 0.0}),
            "recycle_gan": ("recycle_gan", {}), "cycle_gan": ("cycle_gan", {})}
 SPLITS = ("val", "test")
-# Flags that name places, not what a run computes; bump CACHE_VERSION when the benchmark's own
-# construction (the data, the evaluation) changes.
+# Flags that name places, not what a run computes.
 PATH_FLAGS = ("data_root", "checkpoint_dir", "checkpoint_name", "checkpoint", "config", "input", "output")
-CACHE_VERSION = 3
+# Flags --set may not change: each row sets them itself.
+FIXED_FLAGS = ("method", "seed", "mode", *PATH_FLAGS)
+
+
+def code_version() -> str:
+    """A hash of the package's and this script's sources and the torch version: cached results
+    are only reused by the code that computed them."""
+    h = hashlib.sha256(torch.__version__.encode())
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted([*(root / "rl_v2v_gan").rglob("*.py"), Path(__file__).resolve()]):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 MODES = {
     # frame side, clip length, training steps, ngf = ndf, batch size, test batches evaluated
@@ -161,16 +172,17 @@ def run(mode: str, variant: str, work: Path, seeds: list[int], overrides: dict, 
     for label in labels:
         method, flags = METHODS[label]
         for seed in seeds:
-            flags_all = {**flags, **overrides}
-            cfg = make_config(method=method, seed=seed, data_root=str(root / "test"),
-                              checkpoint_dir=str(work / variant / "runs"), **common, **flags_all)
-            # The key is the resolved configuration (every flag, defaults included), so a change of
-            # a default trains anew instead of serving a stale number; paths and names are not part of it.
+            flags_all = {**overrides, **flags}  # a row's own flags win: the ablation stays the ablation
+            cfg = make_config(**{**common, **flags_all, "method": method, "seed": seed,
+                                 "data_root": str(root / "test"), "checkpoint_dir": str(work / variant / "runs")})
+            # The key is the resolved configuration (every flag, defaults included) and the code that
+            # computes the result, so neither a changed default nor changed code serves a stale number.
             resolved = {k: v for k, v in cfg.to_dict().items() if k not in PATH_FLAGS}
-            key = run_key({"variant": variant, "mode": m, "config": resolved, "version": CACHE_VERSION})
+            key = run_key({"variant": variant, "mode": m, "config": resolved, "code": code_version()})
             path = cache / f"{key}.json"
             if path.exists():
-                rows.append(json.loads(path.read_text()))
+                row = json.loads(path.read_text())
+                rows.append({**row, "method": label, "seed": seed})
                 log(f"cached  {variant} {label} seed {seed}")
                 continue
             cfg = dataclasses.replace(cfg, checkpoint_name=key)
@@ -249,6 +261,9 @@ def main() -> None:
                    help="override a flag of every learned method (cached under its own key)")
     p.add_argument("--json", help="also write the rows as JSON here")
     args = p.parse_args()
+    fixed = sorted({k for k, _ in args.set} & set(FIXED_FLAGS))
+    if fixed:
+        p.error(f"--set cannot change {', '.join(fixed)} (use --seeds, --methods, --work)")
     mode = "quick" if args.quick else "full"
     m = MODES[mode]
     seeds = args.seeds if args.seeds is not None else list(range(m["seeds"]))

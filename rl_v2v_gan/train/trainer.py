@@ -230,7 +230,8 @@ class Trainer:
         def add(name: str, value: torch.Tensor) -> None:
             terms[name] = terms.get(name, 0.0) + value
 
-        with frozen(*critics):
+        # Critics are frozen here, their batch-norm statistics too (they are being used, not trained).
+        with frozen(*critics), norm_stats_frozen(*critics):
             with self.autocast():
                 for x in DOMAINS:  # direction x -> y
                     y = OTHER[x]
@@ -252,7 +253,10 @@ class Trainer:
                         # between the candidates is not differentiated, the chosen action is.
                         policy = policy_for(nets, x, get=lambda name: self.net(name) if name[0] != "q" else
                                             getattr(nets, name))
-                        q = greedy_action(policy, minibatch[x].state[:cfg.actor_batch])[1].float()
+                        # Minibatch states hold generated and replayed frames: like the rollouts, they
+                        # must not shape the policy's batch-norm running statistics.
+                        with norm_stats_frozen(*nets.role("G")):
+                            q = greedy_action(policy, minibatch[x].state[:cfg.actor_batch])[1].float()
                         add("actor", actor_loss(q))
                         logs[f"rl/actor_q_{x}"] = float(q.detach().mean())
                 weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,

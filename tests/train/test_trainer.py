@@ -35,8 +35,10 @@ def _prepare(trainer, batch):
     return real, fake
 
 
-def test_each_phase_changes_only_its_own_networks(tiny_config, make_trainer, make_batch):
-    trainer = make_trainer(tiny_config(method="rl_v2v_gan"))
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_each_phase_changes_only_its_own_networks(norm, tiny_config, make_trainer, make_batch):
+    """Parameters and, with batch norm, running statistics: frozen critics keep theirs too."""
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan", norm=norm))
     nets, logs = trainer.nets, {}
     real, fake = _prepare(trainer, make_batch())
 
