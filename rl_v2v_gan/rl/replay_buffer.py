@@ -14,9 +14,8 @@ from typing import NamedTuple
 
 import torch
 
-from ..errors import UserError
-
 from ..data.dataset import to_float, to_uint8
+from ..errors import UserError
 
 
 class Transitions(NamedTuple):
