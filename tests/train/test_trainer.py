@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+import rl_v2v_gan.rl.agent as agent_mod
 import rl_v2v_gan.train.trainer as trainer_mod
 from rl_v2v_gan.data.dataset import StepSampler, UnpairedClips, to_float
 from rl_v2v_gan.data.factory import prepare_data
@@ -110,37 +111,44 @@ def _g_step(trainer, make_batch, seed=0):
     return logs, minibatch
 
 
-def test_actor_alone_moves_the_policy_and_gives_the_critics_no_gradient(tiny_config, make_trainer, make_batch):
-    """Every weight but lambda_pg at zero: only the actor term can reach the predictors. Detached
-    candidates (or a detached chosen action) would leave them where they were."""
-    def trained(cfg):
-        """Untrained, both candidates are the last frame and a1 always wins the tie: perturb the
-        heads so that the recycled candidate a2 (through the generators) is chosen too."""
-        trainer = make_trainer(cfg)
-        g = torch.Generator().manual_seed(5)
-        with torch.no_grad():
-            for name in POLICY:
-                head = getattr(trainer.nets, name).head.weight
-                head.add_(0.05 * torch.randn(head.shape, generator=g))
-        return trainer
+@pytest.mark.parametrize("chosen", ["a1", "a2"])
+def test_actor_alone_moves_the_policy_and_gives_the_critics_no_gradient(chosen, tiny_config, make_trainer, make_batch,
+                                                                        monkeypatch):
+    """Every content weight at zero: only the actor term (and the adversarial term, on the
+    generators) can reach the policy. The greedy choice is forced by construction (a constant
+    offset on the other candidate's q leaves every gradient as it is), so which networks a
+    chosen action runs through is known: a1 = pred_d(s), a2 = gen_nd(pred_n(gen_dn(s))).
+    Detached candidates, or a detached chosen action, would leave the predictors where they were."""
+    real_q_pair = agent_mod.q_pair
 
-    cfg = tiny_config(method="rl_v2v_gan", lambda_v=0.0, lambda_rr=0.0, lambda_rc=0.0, lambda_pg=1.0, actor_batch=4)
-    trainer = trained(cfg)
+    def forced(q_d, state, a1, a2):
+        q1, q2 = real_q_pair(q_d, state, a1, a2)
+        return (q1, q2 + 1e3) if chosen == "a1" else (q1 + 1e3, q2)
+
+    monkeypatch.setattr(agent_mod, "q_pair", forced)
+
+    def trainer_with(lambda_pg):
+        cfg = tiny_config(method="rl_v2v_gan", lambda_v=0.0, lambda_rr=0.0, lambda_rc=0.0, lambda_pg=lambda_pg,
+                          actor_batch=4)
+        return make_trainer(cfg)
+
+    trainer = trainer_with(1.0)
     nets = trainer.nets
     before = _snapshot(nets)
     logs, _ = _g_step(trainer, make_batch)
-    assert logs["loss/G/actor"] > 0
     changed = _changed_networks(before, nets)
-    assert {"pred_a", "pred_b"} <= changed
-    assert changed <= POLICY
+    # a1 runs through pred_a (domain a) and pred_b (domain b); a2 through both predictors too.
+    assert changed == POLICY
     for name in CRITICS | DISCS:
         assert all(p.grad is None for p in getattr(nets, name).parameters()), name
-    # The generators' gradient differs from what the adversarial term alone gives them.
+    # The generators' gradient differs from the adversarial term's alone exactly when the chosen
+    # action runs through them (a2); a1 does not touch them.
     with_actor = [p.grad.clone() for p in nets.gen_ab.parameters()]
-    trainer = trained(tiny_config(method="rl_v2v_gan", lambda_v=0.0, lambda_rr=0.0, lambda_rc=0.0, lambda_pg=0.0))
+    trainer = trainer_with(0.0)
     _g_step(trainer, make_batch)
     without = [p.grad for p in trainer.nets.gen_ab.parameters()]
-    assert any(not torch.allclose(a, b) for a, b in zip(with_actor, without))
+    same = all(torch.equal(a, b) for a, b in zip(with_actor, without))
+    assert same == (chosen == "a1")
 
 
 def test_actor_states_are_the_critics_minibatch_states(tiny_config, make_trainer, make_batch, monkeypatch):
