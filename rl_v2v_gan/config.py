@@ -23,7 +23,8 @@ METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Flags that shape the networks: a checkpoint only loads into networks built with the same values.
-ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm", "residual")
+ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm", "residual",
+              "disc_patch", "spectral_norm", "ema_decay")
 # Flags that choose the data a run was trained on: eval and translate default to them too.
 DATA_FLAGS = ("dataset", "data_root", "resize_mode", "frame_stride", "synthetic_train_clips",
               "synthetic_test_clips", "seed")
@@ -71,7 +72,18 @@ class Config:
                               "their input frame / last context frame (--no-residual: plain tanh output)")
 
     # --- optimisation --------------------------------------------------------------------------
-    learning_rate: float = _f(1e-4, "Adam learning rate of every network")
+    learning_rate: float = _f(1e-4, "Adam learning rate of every network (the discriminators': see "
+                              "--learning_rate_d)")
+    learning_rate_d: float | None = _f(None, "Adam learning rate of the discriminators (TTUR); default "
+                                       "--learning_rate")
+    lr_decay: float = _f(0.0, "decay every learning rate linearly to 0 over this last fraction of the run "
+                         "(CycleGAN: 0.5); 0 keeps it constant")
+    ema_decay: float = _f(0.0, "keep an exponential moving average of the generators (decay per step, e.g. 0.999) "
+                          "and use it for evaluation and translation; 0: none")
+    pool_size: int = _f(0, "history pool of generated clips shown to the discriminators (CycleGAN: 50); 0: none")
+    r1_gamma: float = _f(0.0, "weight of the R1 penalty gamma/2 |grad D(real)|^2 on the discriminators; 0: none")
+    spectral_norm: bool = _f(False, "spectral normalisation on every discriminator layer")
+    disc_patch: bool = _f(False, "PatchGAN frame discriminator: a map of local logits instead of one per frame")
     batch_size: int = _f(4, "clips per step (per rank under torchrun)")
     epochs: int = _f(10, "training epochs")
     steps_per_epoch: int = _f(100, "training steps per epoch")
@@ -145,6 +157,11 @@ class Config:
         return 10.0 if self.method == "cycle_gan" else 0.0
 
     @property
+    def lr_d(self) -> float:
+        """``--learning_rate_d`` resolved: the discriminators' learning rate."""
+        return self.learning_rate if self.learning_rate_d is None else self.learning_rate_d
+
+    @property
     def resolved_data_root(self) -> Path:
         return Path(self.data_root) if self.data_root else Path("data") / self.dataset
 
@@ -203,6 +220,16 @@ class Config:
                 bad(name, "must be positive", getattr(self, name))
         if not self.learning_rate > 0:
             bad("learning_rate", "must be positive", self.learning_rate)
+        if self.learning_rate_d is not None and not self.learning_rate_d > 0:
+            bad("learning_rate_d", "must be positive", self.learning_rate_d)
+        if not 0.0 <= self.lr_decay <= 1.0:
+            bad("lr_decay", "must be in [0, 1]", self.lr_decay)
+        if not 0.0 <= self.ema_decay < 1.0:
+            bad("ema_decay", "must be in [0, 1)", self.ema_decay)
+        if self.pool_size < 0:
+            bad("pool_size", "must be non-negative", self.pool_size)
+        if not self.r1_gamma >= 0:
+            bad("r1_gamma", "must be non-negative", self.r1_gamma)
         for name in ("sigma1", "sigma2"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(name, "must be in [0, 1]", getattr(self, name))

@@ -22,6 +22,7 @@ from .data import video_io
 from .data.dataset import to_channels, to_float, to_uint8
 from .errors import UserError
 from .models.generator import Generator
+from .models.networks import translator
 
 
 @torch.no_grad()
@@ -128,7 +129,7 @@ def _generator(cfg: Config, log):
     device = resolve_device(cfg.device)
     nets = networks_from_config(cfg).to(device).eval()
     ckpt = restore(cfg, nets, None, cfg.checkpoint, log)
-    return (nets.gen_ab if cfg.direction == "a2b" else nets.gen_ba), ckpt, device
+    return translator(nets, "gen_ab" if cfg.direction == "a2b" else "gen_ba"), ckpt, device
 
 
 def _bar(cfg: Config, total: int | None) -> tqdm:

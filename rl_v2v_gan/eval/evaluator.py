@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from ..config import Config
 from ..data.dataset import TestClips, to_float, to_uint8
 from ..errors import UserError
+from ..models.networks import translator
 from ..utils.fs import atomic_write_text
 from . import metrics as M
 
@@ -79,7 +80,7 @@ class VideoEvaluator:
 
     def _direction(self, nets, direction: str, max_batches: int) -> dict[str, Any]:
         src, dst, fwd, back = DIRECTIONS[direction]
-        gen, gen_back = getattr(nets, fwd), getattr(nets, back)
+        gen, gen_back = translator(nets, fwd), translator(nets, back)
         test = self.tests[direction]
         sums: dict[str, list[torch.Tensor]] = {}
         n_clips = 0
@@ -134,9 +135,9 @@ class VideoEvaluator:
                 src, dst, fwd, back = DIRECTIONS[direction]
                 item = next(iter(DataLoader(test, batch_size=n_clips)))
                 x = to_float(item[src].to(self.device))
-                y = getattr(nets, fwd)(x)
+                y = translator(nets, fwd)(x)
                 rows = [x, y] + ([to_float(item[f"{dst}_gt"].to(self.device))] if test.has_ground_truth else []) \
-                    + [getattr(nets, back)(y)]
+                    + [translator(nets, back)(y)]
                 out[direction] = to_uint8(torch.stack(rows, 1)).cpu()  # [clips,rows,T,C,H,W]
         finally:
             nets.train(was_training)

@@ -45,6 +45,16 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, mod
     return 0.5 * (adv_per_sample(real_logits, True, mode).mean() + adv_per_sample(fake_logits, False, mode).mean())
 
 
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): ``mean over samples of |grad_x D(x)|^2`` at real ``x``.
+
+    ``real`` must require grad and ``real_logits = D(real)``; the gradient is built with
+    ``create_graph`` so the penalty trains D. The caller weighs it by ``gamma / 2``.
+    """
+    (grad,) = torch.autograd.grad(real_logits.float().sum(), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
+
+
 def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).abs().mean()
 

@@ -22,9 +22,11 @@ def step_cost(action_logits: torch.Tensor, action: torch.Tensor, real_next: torc
     """Cost of every step but the last, ``[N]``:
     ``L_g(a_t) + lambda_rr |a_t - d[t+1]|_1 + lambda_rc |a1 - a2|_1``.
 
-    ``action_logits`` are ``disc_d``'s logits on the chosen action ``a_t``.
+    ``action_logits`` are ``disc_d``'s logits on the chosen action ``a_t``: ``[N]``, or ``[N,h,w]``
+    from a PatchGAN discriminator (averaged per sample).
     """
-    return (adv_per_sample(action_logits, True, gan_mode) + lambda_rr * per_sample_l1(action, real_next)
+    adv = adv_per_sample(action_logits, True, gan_mode).reshape(len(action_logits), -1).mean(1)
+    return (adv + lambda_rr * per_sample_l1(action, real_next)
             + lambda_rc * per_sample_l1(cand_direct, cand_recycled))
 
 

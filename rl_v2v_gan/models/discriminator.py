@@ -3,6 +3,11 @@
 A strided stem (x2 down at once, as a PatchGAN does) -> strided residual blocks -> global
 average pool -> fully connected layers -> one logit. No convolution runs at full resolution,
 which keeps a 256x256 frame at about 6 GFLOP (DESIGN §3, cost budget).
+
+Stabilisers (DESIGN §4, "Training converges"): ``patch=True`` (``--disc_patch``) replaces the
+pool and head of the frame discriminator by a 3x3 convolution to a map of logits, one per
+receptive field (PatchGAN); :func:`spectral_normed` (``--spectral_norm``) puts spectral norm on
+every convolution and linear layer.
 """
 
 from __future__ import annotations
@@ -32,13 +37,21 @@ def _head(channels: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(channels, channels), nn.LeakyReLU(0.2, inplace=True), nn.Linear(channels, 1))
 
 
+def spectral_normed(net: nn.Module) -> nn.Module:
+    """``net`` with spectral normalisation on every convolution and linear layer (in place)."""
+    for module in list(net.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(module)
+    return net
+
+
 class FrameDiscriminator(nn.Module):
-    """``[N,C,H,W] -> [N]`` logits, one per frame."""
+    """``[N,C,H,W] -> [N]`` logits, one per frame; with ``patch``, ``[N,h,w]`` logits, one per patch."""
 
     def __init__(self, in_channels: int = 3, frame_size: tuple[int, int] = (64, 64), ndf: int = 64,
-                 norm: str = "instance"):
+                 norm: str = "instance", patch: bool = False):
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels, self.patch = in_channels, patch
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1),
                                    nn.LeakyReLU(0.2, inplace=True)]
         ch = ndf
@@ -48,11 +61,13 @@ class FrameDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             ch = out
         self.features = nn.Sequential(*layers)
-        self.head = _head(ch)
+        self.head = nn.Conv2d(ch, 1, 3, padding=1) if patch else _head(ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__}: expected [N,{self.in_channels},H,W], got {list(x.shape)}")
+        if self.patch:
+            return self.head(self.features(x))[:, 0]  # [N,h,w]
         return self.head(self.features(x).mean(dim=(2, 3)))[:, 0]  # [N]
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 
-from .discriminator import FrameDiscriminator, VideoDiscriminator
+from ..rl.targets import soft_update
+from .discriminator import FrameDiscriminator, VideoDiscriminator, spectral_normed
 from .generator import Generator, Predictor
 from .q_network import QNetwork
 
@@ -19,6 +21,23 @@ ROLES = {
 }
 # Networks with a slowly-following target copy (DDPG); only the RL method has them.
 TARGETED = ("gen_ab", "gen_ba", "pred_a", "pred_b", "q_a", "q_b")
+# Networks with an exponential moving average (--ema_decay), used to evaluate and translate.
+AVERAGED = ("gen_ab", "gen_ba")
+# The EMA's decay ramps up from 0.1 (t = 0) as min(decay, (1 + t) / (10 + t)), so the average does
+# not sit at the identity start for the first 1 / (1 - decay) steps.
+EMA_WARMUP = 10
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """The EMA decay applied after ``step`` updates (ramped, capped at ``decay``)."""
+    return min(decay, (1.0 + step) / (EMA_WARMUP + step))
+
+
+def translator(nets, name: str) -> nn.Module:
+    """The generator to translate with: its EMA (``<name>_ema``) where the run keeps one, else ``name``.
+
+    Works on any object with generator attributes (a baseline without EMA copies too)."""
+    return getattr(nets, f"{name}_ema", None) or getattr(nets, name)
 
 
 class Networks(nn.Module):
@@ -39,7 +58,7 @@ class Networks(nn.Module):
     q_a: QNetwork | None
     q_b: QNetwork | None
 
-    def __init__(self, method: str, nets: dict[str, nn.Module]):
+    def __init__(self, method: str, nets: dict[str, nn.Module], ema_decay: float = 0.0):
         super().__init__()
         self.method = method
         self.roles = ROLES[method]
@@ -50,6 +69,10 @@ class Networks(nn.Module):
         for name in self.target_names:
             target = copy.deepcopy(getattr(self, name)).requires_grad_(False).eval()
             setattr(self, f"{name}_target", target)
+        self.ema_decay = ema_decay
+        self.ema_names = AVERAGED if ema_decay > 0 else ()
+        for name in self.ema_names:
+            setattr(self, f"{name}_ema", copy.deepcopy(getattr(self, name)).requires_grad_(False).eval())
 
     def role(self, role: str) -> list[nn.Module]:
         """The online networks of one role: "G" (generators, predictors), "D" or "Q"."""
@@ -62,10 +85,19 @@ class Networks(nn.Module):
         """(target, online) for every target network."""
         return [(getattr(self, f"{n}_target"), getattr(self, n)) for n in self.target_names]
 
+    @torch.no_grad()
+    def ema_update(self, step: int) -> None:
+        """Fold the online generators into their EMA after optimizer step ``step`` (0-based)."""
+        decay = ema_decay_at(step, self.ema_decay)
+        for name in self.ema_names:
+            soft_update(getattr(self, f"{name}_ema"), getattr(self, name), 1.0 - decay)
+
     def train(self, mode: bool = True) -> "Networks":
         super().train(mode)
         for target, _ in self.target_pairs():
             target.eval()
+        for name in self.ema_names:
+            getattr(self, f"{name}_ema").eval()
         return self
 
     def summary(self) -> str:
@@ -75,27 +107,30 @@ class Networks(nn.Module):
             n = sum(p.numel() for p in getattr(self, name).parameters())
             total += n
             lines.append(f"  {name:<8} {type(getattr(self, name)).__name__:<19} {n / 1e6:8.3f} M parameters")
-        lines.append(f"  trainable total {total / 1e6:.3f} M; target copies: {', '.join(self.target_names) or 'none'}")
+        lines.append(f"  trainable total {total / 1e6:.3f} M; target copies: {', '.join(self.target_names) or 'none'}"
+                     + (f"; EMA ({self.ema_decay}): {', '.join(self.ema_names)}" if self.ema_names else ""))
         return "\n".join(lines)
 
 
 def build_networks(method: str, input_shape: tuple[int, int, int, int], context_frames: int = 2, ngf: int = 64,
-                   ndf: int = 64, n_res_blocks: int = 2, norm: str = "instance", residual: bool = True) -> Networks:
+                   ndf: int = 64, n_res_blocks: int = 2, norm: str = "instance", residual: bool = True,
+                   disc_patch: bool = False, spectral_norm: bool = False, ema_decay: float = 0.0) -> Networks:
     """Build the networks ``method`` needs for clips of ``input_shape = (T, H, W, C)``."""
     t, h, w, c = input_shape
     gen = dict(channels=c, ngf=ngf, n_res_blocks=n_res_blocks, norm=norm, residual=residual)
+    disc = spectral_normed if spectral_norm else (lambda net: net)
     nets = {
         "gen_ab": Generator(**gen), "gen_ba": Generator(**gen),
         "pred_a": Predictor(context_frames, frame_size=(h, w), **gen),
         "pred_b": Predictor(context_frames, frame_size=(h, w), **gen),
-        "disc_a": FrameDiscriminator(c, (h, w), ndf, norm), "disc_b": FrameDiscriminator(c, (h, w), ndf, norm),
-        "vdisc_a": VideoDiscriminator(c, (t, h, w), ndf, norm), "vdisc_b": VideoDiscriminator(c, (t, h, w), ndf, norm),
+        **{f"disc_{d}": disc(FrameDiscriminator(c, (h, w), ndf, norm, patch=disc_patch)) for d in "ab"},
+        **{f"vdisc_{d}": disc(VideoDiscriminator(c, (t, h, w), ndf, norm)) for d in "ab"},
         "q_a": QNetwork(c, context_frames, (h, w), ndf, norm), "q_b": QNetwork(c, context_frames, (h, w), ndf, norm),
     }
-    return Networks(method, nets)
+    return Networks(method, nets, ema_decay)
 
 
 def networks_from_config(cfg) -> Networks:
     """``build_networks`` with the flags of a :class:`~rl_v2v_gan.config.Config`."""
     return build_networks(cfg.method, cfg.input_shape, cfg.context_frames, cfg.ngf, cfg.ndf, cfg.n_res_blocks,
-                          cfg.norm, cfg.residual)
+                          cfg.norm, cfg.residual, cfg.disc_patch, cfg.spectral_norm, cfg.ema_decay)

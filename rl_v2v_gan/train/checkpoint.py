@@ -316,7 +316,7 @@ def restore(cfg, nets: torch.nn.Module, trainer=None, which: str | None = None, 
     load_networks(ckpt, nets)
     if trainer is not None:
         state = load_state(ckpt)
-        trainer.load_state_dict(state["trainer"])
+        trainer.load_state_dict(state["trainer"], log)
         load_replay(ckpt, trainer.replay, log)
         set_rng_state(state["rng"], log)
     return ckpt

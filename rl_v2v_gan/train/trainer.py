@@ -23,9 +23,20 @@ from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout
 from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, norm_stats_frozen, soft_update
 from ..utils.precision import resolve_amp
+from ..errors import UserError
 from .distributed import all_reduce_flag
+from .history_pool import HistoryPool
 
 ADAM_BETAS = (0.5, 0.999)
+
+
+def lr_factor(step: int, total: int, decay: float) -> float:
+    """The learning-rate multiplier at step ``step`` (0-based) of ``total``: 1, then linearly
+    down toward 0 over the last ``decay`` fraction of the run (CycleGAN's schedule)."""
+    if decay <= 0 or total <= 0:
+        return 1.0
+    span = decay * total
+    return max(0.0, min(1.0, (total - step) / span))
 
 
 class NonFiniteError(RuntimeError):
@@ -44,9 +55,18 @@ class Trainer:
         self.ddp = ddp or {}
         self.p = cfg.context_frames
         self.rl = cfg.method == "rl_v2v_gan"
+        # Base learning rates per role (TTUR: the discriminators may have their own); the schedule
+        # (--lr_decay) scales them each step, so a resumed run uses the flags it is given.
+        self.base_lr = {"G": cfg.learning_rate, "D": cfg.lr_d, "Q": cfg.learning_rate}
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
-                                                  lr=cfg.learning_rate, betas=ADAM_BETAS)
+                                                  lr=self.base_lr[role], betas=ADAM_BETAS)
                            for role in ("G", "D", "Q") if nets.role(role)}
+        self.total_steps = cfg.epochs * cfg.steps_per_epoch
+        self.pools = {d: HistoryPool(cfg.pool_size) for d in DOMAINS} if cfg.pool_size > 0 else {}
+        if cfg.r1_gamma > 0 and self.ddp:
+            # The penalty needs a double backward, which DistributedDataParallel does not support.
+            raise UserError("--r1_gamma is not supported under torchrun (DDP has no double backward); "
+                            "use --spectral_norm there")
         self.amp_dtype = resolve_amp(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.replay = self._replay_buffers() if self.rl else {}
@@ -112,6 +132,11 @@ class Trainer:
                 raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
         logs: dict[str, float] = {}
         ok, self._scaled, self._skipped = True, False, []
+        factor = lr_factor(self.step, self.total_steps, self.cfg.lr_decay)
+        for role, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self.base_lr[role] * factor
+        logs["lr/G"] = self.base_lr["G"] * factor
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
@@ -137,6 +162,7 @@ class Trainer:
         if self.rl:
             for target, online in self.nets.target_pairs():
                 soft_update(target, online, self.cfg.tau)
+        self.nets.ema_update(self.step)
         self.step += 1
         self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
         self.nonfinite_total += 0 if ok else 1
@@ -151,20 +177,31 @@ class Trainer:
         return logs
 
     def _d_phase(self, real, fake, logs) -> bool:
-        mode = self.cfg.gan_mode
-        loss_frame = loss_video = 0.0
+        mode, r1 = self.cfg.gan_mode, self.cfg.r1_gamma
+        loss_frame = loss_video = penalty = 0.0
         with self.autocast():
             for d in DOMAINS:  # disc_d: real d frames vs translated-into-d frames
-                r, f = real[d].flatten(0, 1), fake[d].detach().flatten(0, 1)  # [B*T,C,H,W]
+                # The generated clips this step shows: fresh, or partly from the history pool.
+                shown = self.pools[d].query(fake[d].detach()) if self.pools else fake[d].detach()
+                r = real[d].flatten(0, 1).detach().requires_grad_(r1 > 0)  # [B*T,C,H,W]
                 disc = self.net(f"disc_{d}")
-                loss_frame = loss_frame + G.discriminator_loss(disc(r), disc(f), mode)
+                real_logits = disc(r)
+                loss_frame = loss_frame + G.discriminator_loss(real_logits, disc(shown.flatten(0, 1)), mode)
+                if r1 > 0:
+                    penalty = penalty + G.r1_penalty(real_logits, r)
                 if self.rl:
                     vd = self.net(f"vdisc_{d}")
-                    loss_video = loss_video + G.discriminator_loss(vd(real[d]), vd(fake[d].detach()), mode)
-        loss = loss_frame + loss_video
+                    clips = real[d].detach().requires_grad_(r1 > 0)
+                    real_logits = vd(clips)
+                    loss_video = loss_video + G.discriminator_loss(real_logits, vd(shown), mode)
+                    if r1 > 0:
+                        penalty = penalty + G.r1_penalty(real_logits, clips)
+        loss = loss_frame + loss_video + 0.5 * r1 * penalty
         logs["loss/D/frame"] = loss_frame.item()
         if self.rl:
             logs["loss/D/video"] = loss_video.item()
+        if r1 > 0:
+            logs["loss/D/r1"] = float(penalty.detach())
         return self._update("D", loss)
 
     @torch.no_grad()
@@ -263,19 +300,37 @@ class Trainer:
                            "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
                 total = sum(weights[k] * v for k, v in terms.items())
                 for k, v in terms.items():
-                    logs[f"loss/G/{k}"] = v.item()
-                logs["loss/G/total"] = total.item()
+                    if k != "actor":
+                        logs[f"loss/G/{k}"] = v.item()
+                # The scale-free actor loss is 1 per domain by construction (q >= 0): what informs is the
+                # expected cost of the policy's own actions, mean Q(s, mu(s)); the logged total leaves the
+                # constant out (the optimised total differs from it by lambda_pg per domain).
+                if "actor" in terms:
+                    logs["loss/G/actor"] = sum(logs[f"rl/actor_q_{x}"] for x in DOMAINS) / len(DOMAINS)
+                logs["loss/G/total"] = sum(weights[k] * logs[f"loss/G/{k}"] for k in terms if k != "actor")
             return self._update("G", total)
 
     # --- state for checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "scaler": self.scaler.state_dict(), "step": self.step,
-                "nonfinite": [self.nonfinite_streak, self.nonfinite_total]}
+                "nonfinite": [self.nonfinite_streak, self.nonfinite_total], "base_lr": dict(self.base_lr),
+                "pools": {d: pool.state_dict() for d, pool in self.pools.items()}}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, log=print) -> None:
+        """Restore; the flags given now win over the saved ones: a changed learning rate is applied
+        (the optimizers' saved values are overwritten every step) and said so."""
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
+        changed = [f"{role} {old:g} -> {self.base_lr[role]:g}" for role, old in state.get("base_lr", {}).items()
+                   if role in self.optimizers and old != self.base_lr[role]]
+        if changed:
+            log(f"note: the learning rates differ from the checkpoint's ({', '.join(changed)}): training continues "
+                f"with the new values of --learning_rate / --learning_rate_d")
+        saved_pools = state.get("pools", {})
+        for d, pool in self.pools.items():
+            if d in saved_pools:
+                pool.load_state_dict(saved_pools[d], self.device)
         if state["scaler"]:  # empty when saved without fp16
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])

@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from rl_v2v_gan.models.generator import RESIDUAL_MARGIN
+from rl_v2v_gan.data.dataset import to_float, to_uint8
+from rl_v2v_gan.models.generator import RESIDUAL_MARGIN, residual_output
 from rl_v2v_gan.models import (
     ConvLSTM,
     Generator,
@@ -267,8 +268,19 @@ def test_generator_output_is_bounded(residual):
         gen = _gen(residual=residual)
         nn.init.normal_(gen.head.weight, std=10.0)  # saturate
         y = gen(_rand(2, 4, 3, 16, 16))
-    bound = 1 / (1 - RESIDUAL_MARGIN) if residual else 1.0
-    assert y.abs().max() <= bound + 1e-6
+    # Strictly inside (-1, 1), where real frames live: out of range must not be a cue for a discriminator.
+    assert y.abs().max() <= 1.0
+
+
+def test_residual_output_stays_in_the_frame_range_and_is_the_identity_on_the_uint8_wire():
+    """Before the fix, outputs reached 1/(1 - margin) > 1 while real frames stop at 1."""
+    u8 = torch.arange(256, dtype=torch.uint8).view(1, 1, 1, 16, 16)
+    base = to_float(u8)
+    for delta in (10.0, -10.0):
+        y = residual_output(torch.full_like(base, delta), base)
+        assert y.abs().max() <= 1.0
+    assert torch.equal(to_uint8(residual_output(torch.zeros_like(base), base)), u8)
+    assert (residual_output(torch.zeros_like(base), base) - base).abs().max() <= RESIDUAL_MARGIN + 1e-6
 
 
 # ---------------------------------------------------------------- start from the identity (DESIGN §3)
@@ -282,7 +294,9 @@ def test_untrained_generator_returns_its_input(shape, norm):
     gen = Generator(c, ngf=4, n_res_blocks=1, norm=norm)
     x = _frames(2, t, c, h, w)
     with torch.no_grad():
-        assert (gen(x) - x).abs().max() <= 1e-6
+        y = gen(x)
+    assert (y - x).abs().max() <= RESIDUAL_MARGIN + 1e-6  # only +-1 move, by the margin
+    assert torch.equal(to_uint8(y), to_uint8(x))  # exact on the uint8 wire
 
 
 @pytest.mark.parametrize("p", [1, 2, 3])
@@ -292,15 +306,17 @@ def test_untrained_predictor_copies_the_last_frame(p, frame_size):
     pred = Predictor(p, channels=3, ngf=4, n_res_blocks=1, frame_size=frame_size)
     x = _frames(2, p, 3, *frame_size)
     with torch.no_grad():
-        assert (pred(x) - x[:, -1]).abs().max() <= 1e-6
+        y = pred(x)
+    assert (y - x[:, -1]).abs().max() <= RESIDUAL_MARGIN + 1e-6
+    assert torch.equal(to_uint8(y), to_uint8(x[:, -1]))
 
 
 def test_outputs_fed_back_as_inputs_keep_finite_gradients():
-    """A saturated output (up to 1/(1 - margin)) is a valid input: a translation goes into a
+    """A saturated output (up to +-1) is a valid input: a translation goes into a
     predictor, a prediction into a generator. atanh of it must not give inf or NaN gradients."""
     torch.manual_seed(0)
     gen, pred = Generator(3, ngf=4, n_res_blocks=1), Predictor(2, channels=3, ngf=4, n_res_blocks=1)
-    x = torch.full((1, 2, 3, 16, 16), 1 / (1 - RESIDUAL_MARGIN))
+    x = torch.full((1, 2, 3, 16, 16), 1.0)
     x[:, :, 0] *= -1
     x.requires_grad_()
     out = gen(pred(gen(x))[:, None])
