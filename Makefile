@@ -32,5 +32,11 @@ bench: install
 	$(PY) benchmarks/bench_train.py --ngf 16 --ndf 16
 	$(PY) benchmarks/bench_video.py --quick
 
+# Only what the project generated: the venv and build files, the demo's run (which `make demo`
+# recreates), the synthetic clip stores and the clip caches decoded from datasets under data/.
+# Never data/<name> itself (users put their datasets there) nor checkpoints/ (their trained runs).
 clean:
-	rm -rf $(VENV) checkpoints data *.egg-info
+	rm -rf $(VENV) *.egg-info build dist .pytest_cache .hypothesis checkpoints/demo
+	rm -rf data/synthetic/clips_*
+	test ! -d data || find data -mindepth 2 -maxdepth 2 -type d -name .clipstore -prune -exec rm -rf {} +
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

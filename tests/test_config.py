@@ -172,9 +172,17 @@ def test_invalid_flag_is_one_line_exit_2(capsys, no_run, argv, flag):
     ["--tau", "1"],
     ["--gamma", "0"],
     ["--input_shape", "3", "8", "8", "1"],  # T = p + 1 is the shortest clip with a prediction target
+    ["--lr_decay", "1", "--ema_decay", "0", "--pool_size", "0", "--r1_gamma", "0"],
 ])
 def test_boundary_values_are_accepted(argv):
-    parse_config(argv)
+    """Each boundary value is accepted and arrives as given (not clamped or replaced)."""
+    cfg = parse_config(argv)
+    if argv[0] == "--input_shape":
+        assert cfg.input_shape == (3, 8, 8, 1)
+        return
+    for flag, text in zip(argv[::2], argv[1::2]):
+        value = getattr(cfg, flag.removeprefix("--"))
+        assert value == type(value)(text), flag
 
 
 def test_invalid_value_raises_config_error():
