@@ -6,8 +6,16 @@ Metrics per direction (a2b uses gen_ab on testA, b2a uses gen_ba on testB):
   split has it (synthetic always; folder datasets with ``testA_gt/``, ``testB_gt/``);
 - ``cycle_psnr``, ``cycle_ssim``: input vs ``gen_ba(gen_ab(input))``, always;
 - ``flicker_ratio``: mean |Δ output| / mean |Δ input|, always;
-- ``fid``: translated frames vs real frames of the target domain, with the standard Inception
-  weights only (else null with the reason).
+- ``fid``, ``kid``, ``kid_std``: translated frames vs real frames of the target domain, with the
+  standard Inception weights only (else null with the reason); ``fid_info`` holds the sample counts
+  and a ``warning`` when FID came from fewer than 2048 frames per side (biased, not comparable);
+- ``video_psnr``, ``video_ssim``, ``video_temporal_error``: what ``--mode translate`` gives users,
+  against ground truth: whole test videos through the generator in chunks of T frames with the
+  ConvLSTM state carried, frames through uint8 (DESIGN §7); ``video_frames``, ``video_count``: how
+  many frames of how many videos that covered.
+
+The clip metrics translate separate T-frame clips from the zero state in float; the video metrics
+show what carrying the state and quantising do to them.
 """
 
 from __future__ import annotations
@@ -30,8 +38,67 @@ from . import metrics as M
 
 DIRECTIONS = {"a2b": ("a", "b", "gen_ab", "gen_ba"), "b2a": ("b", "a", "gen_ba", "gen_ab")}
 SAMPLE_SEED = 0
-"""Seed of the evaluated test clips and FID's real frames: every evaluation sees the same ones."""
-TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid")
+"""Seed of the evaluated test clips and videos and FID's real frames: every evaluation sees the same ones."""
+TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "video_psnr",
+              "video_ssim", "fid", "kid")
+VIDEO_KEYS = ("video_psnr", "video_ssim", "video_temporal_error")
+
+
+def _run(gen, x: torch.Tensor, state):
+    """``gen.run(x, state)`` -> (output, state) for a Generator; any other module is stateless."""
+    run = getattr(gen, "run", None)
+    return run(x, state) if run is not None else (gen(x), None)
+
+
+def _cat_states(states: list):
+    """Per-video states (tensors, or tuples of them, batch first) as one batch state; None when any is."""
+    if any(s is None for s in states):
+        return None
+    if isinstance(states[0], torch.Tensor):
+        return torch.cat(states)
+    return type(states[0])(_cat_states(list(parts)) for parts in zip(*states))
+
+
+def _split_state(state, n: int) -> list:
+    """A batch state back into ``n`` per-video states (``[None] * n`` for None)."""
+    if state is None:
+        return [None] * n
+    if isinstance(state, torch.Tensor):
+        return list(state.split(1))
+    return [type(state)(parts) for parts in zip(*(_split_state(s, n) for s in state))]
+
+
+def _per_frame(videos: torch.Tensor) -> torch.Tensor:
+    """``[B,T,C,H,W]`` as ``B*T`` one-frame clips, so a per-clip metric gives per-frame values."""
+    return videos.flatten(0, 1)[:, None]
+
+
+@torch.no_grad()
+def translate_videos(gen, videos: list, lengths: list[int], clip_length: int, device: torch.device,
+                     batch_size: int):
+    """Translate the first ``lengths[i]`` frames of each uint8 video ``[L,C,H,W]`` as ``--mode translate``
+    does: chunks of ``clip_length`` frames from the zero state, the ConvLSTM state carried from chunk
+    to chunk, output through uint8 (``to_uint8``).
+
+    Yields ``(video indices, first frame, uint8 outputs [len(indices),n,C,H,W] on device)`` for every
+    model call, in order within each video. Up to ``batch_size`` videos run together: at each chunk
+    position the videos whose chunk has the same length share a call, so every output is what a
+    batch of one gives (up to the rounding of a float operation on another batch size).
+    """
+    order = sorted(range(len(videos)), key=lambda i: -lengths[i])
+    for first in range(0, len(order), batch_size):
+        group = order[first:first + batch_size]
+        states: dict[int, Any] = {i: None for i in group}
+        for start in range(0, lengths[group[0]], clip_length):
+            by_size: dict[int, list[int]] = {}
+            for i in group:
+                if lengths[i] > start:
+                    by_size.setdefault(min(clip_length, lengths[i] - start), []).append(i)
+            for n, ids in by_size.items():
+                x = torch.from_numpy(np.stack([np.asarray(videos[i][start:start + n]) for i in ids]))
+                y, state = _run(gen, to_float(x.to(device)), _cat_states([states[i] for i in ids]))
+                states.update(zip(ids, _split_state(state, len(ids))))
+                yield ids, start, to_uint8(y)
 
 
 def paired_metrics(output: torch.Tensor, ground_truth: torch.Tensor | None) -> dict[str, torch.Tensor]:
@@ -82,6 +149,7 @@ class VideoEvaluator:
         src, dst, fwd, back = DIRECTIONS[direction]
         gen, gen_back = translator(nets, fwd), translator(nets, back)
         test = self.tests[direction]
+        video = self._video_path(gen, direction, max_frames=max_batches * self.batch_size * test.clip_length)
         sums: dict[str, list[torch.Tensor]] = {}
         n_clips = 0
         self.fid.reset()
@@ -101,13 +169,59 @@ class VideoEvaluator:
         out: dict[str, Any] = {k: M.finite_or_none(float(torch.cat(v).mean())) for k, v in sums.items()}
         for k in ("psnr", "ssim", "temporal_error"):
             out.setdefault(k, None)
+        out.update(video)
         out.update({"n_clips": n_clips, "ground_truth": test.has_ground_truth})
         if self.fid.available:
             for frames in self._real_frames(dst, n_frames=n_clips * test.clip_length):
                 self.fid.update(frames, real=True)
         fid = self.fid.compute()
-        out["fid"] = fid["fid"]
-        out["fid_info"] = fid
+        out.update({"fid": fid["fid"], "kid": fid["kid"], "kid_std": fid["kid_std"], "fid_info": fid})
+        return out
+
+    def _video_path(self, gen, direction: str, max_frames: int) -> dict[str, Any]:
+        """PSNR, SSIM and temporal error of the translate path against ground truth (DESIGN §7).
+
+        Test videos are taken whole, in a fixed-seed order, until ``max_frames`` frames (the clip
+        metrics' frame count): the last one taken is cut there, and as translation is causal its
+        first frames are what translating it whole gives. Means are over frames (frame pairs for
+        the temporal error), as the clip metrics' are.
+        """
+        test = self.tests[direction]
+        out: dict[str, Any] = {k: None for k in VIDEO_KEYS}
+        out.update({"video_frames": 0, "video_count": 0})
+        if not test.has_ground_truth:
+            return out
+        lengths = []
+        for i in torch.randperm(len(test.videos), generator=torch.Generator().manual_seed(SAMPLE_SEED)).tolist():
+            left = max_frames - sum(n for _, n in lengths)
+            if left <= 0:
+                break
+            lengths.append((i, min(len(test.videos[i]), left)))
+        ids = [i for i, _ in lengths]
+        sums = {"psnr": 0.0, "ssim": 0.0, "temporal_error": 0.0}
+        n_frames = n_pairs = 0
+        last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # video -> previous (output, gt) frame
+        for js, start, u8 in translate_videos(gen, [test.videos[i] for i in ids], [n for _, n in lengths],
+                                              test.clip_length, self.device, self.batch_size):
+            y = to_float(u8)  # [k,n,C,H,W]
+            n = y.shape[1]
+            gt = to_float(torch.from_numpy(np.stack([np.array(test.gt[ids[j]][start:start + n]) for j in js]))
+                          .to(self.device))
+            sums["psnr"] += float(M.psnr(_per_frame(y), _per_frame(gt)).double().sum())
+            sums["ssim"] += float(M.ssim(_per_frame(y), _per_frame(gt)).double().sum())
+            n_frames += y.shape[0] * n
+            if start:  # the pair across the chunk boundary is part of the video too
+                y = torch.cat([torch.cat([last[j][0] for j in js]), y], dim=1)
+                gt = torch.cat([torch.cat([last[j][1] for j in js]), gt], dim=1)
+            if y.shape[1] > 1:
+                pairs = y.shape[1] - 1
+                sums["temporal_error"] += float(M.temporal_error(y, gt).double().sum()) * pairs
+                n_pairs += y.shape[0] * pairs
+            last.update((j, (y[k:k + 1, -1:], gt[k:k + 1, -1:])) for k, j in enumerate(js))
+        out.update({"video_psnr": M.finite_or_none(sums["psnr"] / n_frames) if n_frames else None,
+                    "video_ssim": M.finite_or_none(sums["ssim"] / n_frames) if n_frames else None,
+                    "video_temporal_error": M.finite_or_none(sums["temporal_error"] / n_pairs) if n_pairs else None,
+                    "video_frames": n_frames, "video_count": len(ids)})
         return out
 
     def _real_frames(self, domain: str, n_frames: int, chunk: int = 256):
@@ -144,15 +258,27 @@ class VideoEvaluator:
         return out
 
 
+def _cell(m: dict[str, Any], k: str) -> str:
+    if m.get(k) is None:
+        return "n/a"
+    text = format(m[k], ".4f")
+    return text + "*" if k == "fid" and (m.get("fid_info") or {}).get("warning") else text
+
+
 def format_table(rows: dict[str, dict[str, Any]]) -> str:
-    """A plain-text table: one row per (label, direction), one column per metric."""
-    header = f"{'':<22}" + "".join(f"{k:>15}" for k in TABLE_KEYS) + f"{'clips':>7}"
-    lines = [header]
+    """A plain-text table: one row per (label, direction), one column per metric, then the frames
+    FID/KID came from, and a note under the table for each FID from too few frames (marked *)."""
+    header = f"{'':<22}" + "".join(f"{k:>15}" for k in TABLE_KEYS) + f"{'clips':>7}{'fid frames':>12}"
+    lines, notes = [header], []
     for label, report in rows.items():
         for direction, m in report.items():
-            cells = "".join(f"{'n/a' if m.get(k) is None else format(m[k], '.4f'):>15}" for k in TABLE_KEYS)
-            lines.append(f"{label + ' ' + direction:<22}{cells}{m['n_clips']:>7}")
-    return "\n".join(lines)
+            cells = "".join(f"{_cell(m, k):>15}" for k in TABLE_KEYS)
+            info = m.get("fid_info") or {}
+            frames = f"{info['n_real']}/{info['n_fake']}" if info.get("n_real") or info.get("n_fake") else "n/a"
+            lines.append(f"{label + ' ' + direction:<22}{cells}{m['n_clips']:>7}{frames:>12}")
+            if info.get("warning"):
+                notes.append(f"* {label} {direction}: {info['warning']}")
+    return "\n".join(lines + notes)
 
 
 def _save_samples(samples: dict[str, torch.Tensor], out_dir: Path, stem: str, fps: float) -> list[Path]:
@@ -238,8 +364,10 @@ def evaluate_run(cfg: Config) -> dict[str, Any]:
     for ckpt_name, dirs in fid_status.items():
         for d, info in dirs.items():
             if info["status"] == "ok":
-                print(f"FID {ckpt_name} {d}: {info['fid']:.3f} on {info['n_fake']} translated vs "
-                      f"{info['n_real']} real frames")
+                kid = "n/a" if info.get("kid") is None else f"{info['kid']:.5f} +- {info['kid_std']:.5f}"
+                note = " (* too few for FID: see the note above)" if info.get("warning") else ""
+                print(f"FID {ckpt_name} {d}: {info['fid']:.3f}, KID {kid} on {info['n_fake']} translated vs "
+                      f"{info['n_real']} real frames{note}")
             else:
                 print(f"FID {ckpt_name} {d}: unavailable ({info['reason']})")
     out = {"dataset": cfg.dataset, "data_root": str(store.root), "eval_batches": cfg.eval_batches,

@@ -1,4 +1,4 @@
-"""Video quality metrics: PSNR, SSIM, temporal error, flicker ratio and FID.
+"""Video quality metrics: PSNR, SSIM, temporal error, flicker ratio, FID and KID.
 
 Videos are ``[B, T, C, H, W]`` floats in [-1, 1]; every metric maps them to [0, 1] first, so the
 numbers match the usual image-metric conventions (data range 1) whatever the model's output range.
@@ -8,11 +8,13 @@ Per-clip metrics return ``[B]`` so the caller decides how to aggregate across a 
 import hashlib
 import math
 import os
+import warnings
 
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import structural_similarity_index_measure
 from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from rl_v2v_gan.errors import UserError
 
@@ -32,6 +34,19 @@ FID_WEIGHTS_ENV = "RLV2V_FID_WEIGHTS"
 
 # 2048-d pool features of Inception v3: the layer every published FID is computed on.
 _INCEPTION_FEATURES = 2048
+
+# Below this many frames per side the feature covariances (2048 x 2048) are rank-deficient, FID is
+# biased upwards by an amount that depends on the sample size, and FIDs from different sample sizes
+# cannot be compared: such an FID is still reported, with its sample counts and a warning.
+FID_MIN_SAMPLES = 2048
+
+# KID (Binkowski et al. 2018) is an unbiased estimate on few samples. Its usual setting (torch-fidelity,
+# torchmetrics): the mean over 100 random subsets of 1000 samples per side; with fewer samples the
+# subsets hold all of them, and the mean is then the unbiased estimate on the whole sample.
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+KID_SEED = 0
+"""Seed of KID's subset draws: the same features always give the same KID."""
 
 
 def to_unit(x: Tensor) -> Tensor:
@@ -152,14 +167,48 @@ def _checked(path: str) -> tuple[str | None, str | None]:
     return path, None
 
 
+class _SharedFeatures(torch.nn.Module):
+    """One feature pass for FID and KID: the last input's features are returned again for the same
+    tensor object, so the second metric fed the same frames does not run Inception a second time."""
+
+    def __init__(self, extractor: torch.nn.Module):
+        super().__init__()
+        self.extractor = extractor
+        self._last: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is x:
+            return self._last[1]
+        features = self.extractor(x)
+        self._last = (x, features)
+        return features
+
+    def clear(self) -> None:
+        self._last = None
+
+
+def small_sample_warning(n_real: int, n_fake: int) -> str | None:
+    """Why an FID from ``n_real`` real and ``n_fake`` generated frames is not comparable, or None."""
+    if min(n_real, n_fake) >= FID_MIN_SAMPLES:
+        return None
+    return (f"FID from {n_real} real and {n_fake} generated frames, fewer than {FID_MIN_SAMPLES} per side: "
+            f"biased upwards by an amount that depends on the sample size, so not comparable with FIDs "
+            f"from other sample sizes; compare KID (unbiased) or evaluate more frames (--eval_batches)")
+
+
 class FID:
-    """Frechet Inception Distance with the standard Inception weights, or an injected extractor (tests).
+    """Frechet Inception Distance and Kernel Inception Distance with the standard Inception weights,
+    or an injected extractor (tests).
 
     Without ``feature_extractor`` this uses the torch-fidelity Inception v3 that published FIDs use,
     loaded only from a local file (see ``_find_inception_weights``). When there is none, or it
     cannot be loaded, ``available`` is False, ``reason`` says why in one line, ``update`` does
-    nothing and ``compute`` reports status "unavailable": evaluation goes on without FID rather
-    than failing, and never computes it with any other weights.
+    nothing and ``compute`` reports status "unavailable": evaluation goes on without FID and KID
+    rather than failing, and never computes them with any other weights.
+
+    KID is computed from the same features (one Inception pass per frame serves both). FID is
+    biased on few samples, KID is not: ``compute`` reports the sample counts, and a ``warning``
+    below ``FID_MIN_SAMPLES`` frames per side.
 
     A ``feature_extractor`` receives float frames in [0, 1], ``[N, 3, H, W]``, and returns
     ``[N, d]`` features; give it a ``num_features`` attribute or it is probed with a 299x299 input.
@@ -176,6 +225,7 @@ class FID:
         self.available = False
         self.reason: str | None = None
         self._metric: FrechetInceptionDistance | None = None
+        self._kid: KernelInceptionDistance | None = None
         if feature_extractor is not None:
             # normalize=True: torchmetrics probes a custom extractor with floats, as update feeds it.
             metric = FrechetInceptionDistance(feature=feature_extractor, normalize=True)
@@ -203,7 +253,16 @@ class FID:
                     f"{_how_to_supply_weights()}"
                 )
                 return
+        # KID gets FID's network (already loaded from the checked file) as its extractor, never
+        # one of its own, which torchmetrics would download.
+        self._shared = _SharedFeatures(metric.inception)
+        metric.inception = self._shared
+        with warnings.catch_warnings():  # "KID will save all extracted features": a few thousand here
+            warnings.simplefilter("ignore", UserWarning)
+            kid = KernelInceptionDistance(feature=self._shared, subsets=KID_SUBSETS,
+                                          subset_size=KID_SUBSET_SIZE, compute_with_cache=False)
         self._metric = metric.to(self.device)
+        self._kid = kid.to(self.device)
         self.available = True
 
     def update(self, frames: Tensor, real: bool) -> None:
@@ -220,22 +279,31 @@ class FID:
             # Inception was trained on 8-bit images; round rather than truncate so that a
             # [-1, 1] round trip of an 8-bit frame gives back the same byte.
             unit = unit.mul(255).round().to(torch.uint8)
-        self._metric.update(unit, real=real)
+        try:
+            self._metric.update(unit, real=real)
+            self._kid.update(unit, real=real)  # the same tensor: FID's features, no second pass
+        finally:
+            self._shared.clear()
 
     def compute(self) -> dict:
-        """``{"fid", "n_real", "n_fake", "status", "reason"}``; ``fid`` is None unless status is "ok".
+        """``{"fid", "kid", "kid_std", "kid_subset_size", "n_real", "n_fake", "status", "reason", "warning"}``.
 
-        Status is "ok", "too_few_samples" or "unavailable" (no weights, or a non-finite result).
+        ``fid``, ``kid`` and ``kid_std`` are None unless status is "ok"; status is "ok",
+        "too_few_samples" or "unavailable" (no weights, or a non-finite result). ``warning`` is set
+        when fewer than ``FID_MIN_SAMPLES`` frames per side were used (FID biased, see there).
         """
+        empty = {"fid": None, "kid": None, "kid_std": None, "kid_subset_size": None}
         if self._metric is None:
-            return {"fid": None, "n_real": 0, "n_fake": 0, "status": "unavailable", "reason": self.reason}
+            return {**empty, "n_real": 0, "n_fake": 0, "status": "unavailable", "reason": self.reason,
+                    "warning": None}
         n_real = int(self._metric.real_features_num_samples)
         n_fake = int(self._metric.fake_features_num_samples)
-        result = {"fid": None, "n_real": n_real, "n_fake": n_fake}
-        # A covariance needs two samples; torchmetrics would raise.
+        result = {**empty, "n_real": n_real, "n_fake": n_fake}
+        # A covariance needs two samples; torchmetrics would raise. KID's unbiased MMD too.
         if min(n_real, n_fake) < 2:
             reason = f"FID needs at least 2 real and 2 generated frames, got {n_real} and {n_fake}"
-            return {**result, "status": "too_few_samples", "reason": reason}
+            return {**result, "status": "too_few_samples", "reason": reason, "warning": None}
+        result["warning"] = small_sample_warning(n_real, n_fake)
         sums = (
             self._metric.real_features_sum,
             self._metric.real_features_cov_sum,
@@ -249,9 +317,24 @@ class FID:
         if fid is None:
             reason = "FID is not finite: NaN or inf in the features"
             return {**result, "status": "unavailable", "reason": reason}
-        return {**result, "fid": fid, "status": "ok", "reason": None}
+        kid, kid_std, subset = self._compute_kid(n_real, n_fake)
+        return {**result, "fid": fid, "kid": kid, "kid_std": kid_std, "kid_subset_size": subset,
+                "status": "ok", "reason": None}
+
+    def _compute_kid(self, n_real: int, n_fake: int) -> tuple[float | None, float | None, int]:
+        """KID mean and std over subsets of ``min(KID_SUBSET_SIZE, n_real, n_fake)`` frames per side."""
+        subset = min(KID_SUBSET_SIZE, n_real, n_fake)
+        self._kid.subset_size = subset  # torchmetrics refuses a subset larger than the sample
+        # Subsets holding every frame of both sides are all the same set: one gives the same mean
+        # (and std 0) at 1/100 of the cost, which matters on CPU.
+        self._kid.subsets = 1 if n_real == n_fake == subset else KID_SUBSETS
+        with torch.random.fork_rng(devices=[]):  # its subsets are drawn with the global CPU generator
+            torch.manual_seed(KID_SEED)
+            mean, std = self._kid.compute()
+        return finite_or_none(mean), finite_or_none(std), subset
 
     def reset(self) -> None:
         """Forget both sets of frames, keeping the loaded network."""
         if self._metric is not None:
             self._metric.reset()
+            self._kid.reset()

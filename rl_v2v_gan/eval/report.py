@@ -29,8 +29,10 @@ EPOCH_METRICS = "epoch_metrics.jsonl"
 DIRECTIONS = ("a2b", "b2a")
 PLOT_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "temporal_error": "temporal error",
                 "flicker_ratio": "flicker ratio", "cycle_psnr": "cycle PSNR (dB)", "cycle_ssim": "cycle SSIM",
-                "fid": "FID"}
-TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid")
+                "video_psnr": "video PSNR (dB), translate path", "video_ssim": "video SSIM, translate path",
+                "fid": "FID", "kid": "KID"}
+TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "video_psnr",
+              "video_ssim", "fid", "kid")
 """The columns of evaluator.format_table (not imported from there: this page needs no torch)."""
 ROW_NAMES = {4: ("input", "translation", "ground truth", "cycle"), 3: ("input", "translation", "cycle")}
 MAX_LOSS_POINTS = 400
@@ -183,21 +185,33 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_table(rows: dict[str, dict[str, Any]]) -> str:
+    """The metrics of each (label, direction); an FID from too few frames is marked * with its
+    warning as the cell's tooltip and in a note under the table."""
     head = "".join(f"<th>{escape(k)}</th>" for k in TABLE_KEYS)
-    body = []
+    body, notes = [], []
     for label, report in rows.items():
         for direction, m in report.items():
             if not isinstance(m, dict):
                 continue
+            info = m.get("fid_info") if isinstance(m.get("fid_info"), dict) else {}
+            warning = info.get("warning") if m.get("fid") is not None else None
             cells = []
             for k in TABLE_KEYS:
-                reason = (m.get("fid_info") or {}).get("reason") if k == "fid" and m.get(k) is None else None
-                title = f' title="{escape(reason)}"' if reason else ""
-                cells.append(f"<td{title}>{escape(_fmt(m.get(k)))}</td>")
+                reason = info.get("reason") if k in ("fid", "kid") and m.get(k) is None else None
+                tip = reason or (warning if k == "fid" else None)
+                title = f' title="{escape(tip)}"' if tip else ""
+                mark = "*" if k == "fid" and warning else ""
+                cells.append(f"<td{title}>{escape(_fmt(m.get(k)))}{mark}</td>")
+            frames = f"{info['n_real']}/{info['n_fake']}" if info.get("n_real") or info.get("n_fake") else None
             body.append(f"<tr><th>{escape(label)}</th><td>{escape(direction)}</td>{''.join(cells)}"
-                        f"<td>{escape(_fmt(m.get('n_clips')))}</td></tr>")
-    return (f'<table class="metrics"><thead><tr><th></th><th>direction</th>{head}<th>clips</th></tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+                        f"<td>{escape(_fmt(m.get('n_clips')))}</td><td>{escape(_fmt(frames))}</td></tr>")
+            if warning:
+                notes.append(f"<li>{escape(label)} {escape(direction)}: {escape(warning)}</li>")
+    note = f'<ul class="fid-notes">{"".join(notes)}</ul>' if notes else ""
+    return (f'<table class="metrics"><thead><tr><th></th><th>direction</th>{head}<th>clips</th>'
+            f'<th title="real/translated frames of FID and KID">fid frames</th></tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>"
+            + (f"<p>* FID from too few frames:</p>{note}" if notes else ""))
 
 
 def _config_table(config: dict[str, Any]) -> str:

@@ -205,6 +205,7 @@ def test_fid_too_few_samples_and_reset():
     fid.update(_frames_with_features(features), real=False)
     result = fid.compute()
     assert result["fid"] is None and result["status"] == "too_few_samples"
+    assert result["kid"] is None and result["kid_std"] is None
     assert (result["n_real"], result["n_fake"]) == (1, 3)
     fid.reset()
     assert (fid.compute()["n_real"], fid.compute()["n_fake"]) == (0, 0)
@@ -223,6 +224,68 @@ def test_fid_non_finite_features_give_no_number():
     result = fid.compute()
     assert result["fid"] is None and result["status"] == "unavailable"
     json.dumps(result)
+
+
+def test_fid_warns_below_2048_frames_per_side():
+    fid = FID(feature_extractor=FirstPixels())
+    frames = _frames_with_features(_gaussian_features([0.5] * 4, 0.1 * np.eye(4), metrics.FID_MIN_SAMPLES, seed=9))
+    assert metrics.FID_MIN_SAMPLES == 2048  # the rank of Inception's pool features
+    fid.update(frames[:-1], real=True)
+    fid.update(frames, real=False)
+    result = fid.compute()
+    assert result["status"] == "ok" and isinstance(result["fid"], float)  # still reported, with its counts
+    assert (result["n_real"], result["n_fake"]) == (2047, 2048)
+    assert "2047 real and 2048 generated frames" in result["warning"]
+    assert "fewer than 2048 per side" in result["warning"] and "KID" in result["warning"]
+    fid.update(frames[-1:], real=True)
+    result = fid.compute()
+    assert (result["n_real"], result["n_fake"]) == (2048, 2048) and result["warning"] is None
+    assert result["kid_subset_size"] == metrics.KID_SUBSET_SIZE  # the standard 1000 once there are enough
+    json.dumps(result)
+
+
+def _unbiased_poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
+    """KID by hand: the unbiased MMD^2 with the kernel (x.y / d + 1)^3 (Binkowski et al. 2018)."""
+    d, m, n = x.shape[1], len(x), len(y)
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                 - 2 * kxy.mean())
+
+
+class CountingFirstPixels(FirstPixels):
+    def __init__(self):
+        super().__init__()
+        self.frames = 0
+
+    def forward(self, x):
+        self.frames += x.shape[0]
+        return super().forward(x)
+
+
+def test_kid_is_the_unbiased_mmd_from_fids_own_feature_pass():
+    real = _gaussian_features([0.4, 0.5, 0.5, 0.6], 0.08 * np.eye(4), 40, seed=10)
+    fake = _gaussian_features([0.5, 0.45, 0.55, 0.5], 0.12 * np.eye(4), 40, seed=11)
+    extractor = CountingFirstPixels()
+    fid = FID(feature_extractor=extractor)
+    for real_part, fake_part in zip(real.chunk(2), fake.chunk(2)):
+        fid.update(_frames_with_features(real_part), real=True)
+        fid.update(_frames_with_features(fake_part), real=False)
+    assert extractor.frames == 80  # one feature pass per frame serves FID and KID
+    result = fid.compute()
+    # 40 frames per side: every subset is all of them (torchmetrics refuses its default of 1000).
+    assert result["kid_subset_size"] == 40
+    expected = _unbiased_poly_mmd(real.double().numpy(), fake.double().numpy())
+    assert expected > 1e-4
+    assert result["kid"] == pytest.approx(expected, rel=1e-4)
+    assert result["kid_std"] == 0.0  # every subset is the whole sample
+    again = fid.compute()
+    assert (again["kid"], again["kid_std"]) == (result["kid"], result["kid_std"])  # seeded subsets
+    fid.update(_frames_with_features(fake[:5]), real=False)  # unequal sides: subsets of the smaller
+    result = fid.compute()
+    assert result["kid_subset_size"] == 40 and result["kid_std"] > 0 and math.isfinite(result["kid"])
+    fid.reset()
+    assert fid.compute()["kid"] is None
 
 
 def test_fid_rejects_bad_frame_shape():
@@ -272,7 +335,8 @@ def _assert_unavailable(fid: FID, reason_part: str):
     fid.update(torch.zeros(4, 3, 8, 8), real=True)  # a no-op, so callers need not branch
     result = fid.compute()
     assert result == {
-        "fid": None, "n_real": 0, "n_fake": 0, "status": "unavailable", "reason": fid.reason
+        "fid": None, "kid": None, "kid_std": None, "kid_subset_size": None, "n_real": 0, "n_fake": 0,
+        "status": "unavailable", "reason": fid.reason, "warning": None,
     }
     json.dumps(result)
 
@@ -333,3 +397,6 @@ def test_fid_inception_path_end_to_end(
     result = fid.compute()
     assert result["status"] == "ok" and (result["n_real"], result["n_fake"]) == (3, 3)
     assert math.isfinite(result["fid"])
+    # KID from the same network and the same features (subsets of all 3 frames), with FID's warning.
+    assert math.isfinite(result["kid"]) and result["kid_subset_size"] == 3
+    assert "3 real and 3 generated frames" in result["warning"]

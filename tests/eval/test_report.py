@@ -111,6 +111,28 @@ def test_the_page_is_self_contained(tmp_path, tiny_config):
     assert not list(run.glob(".*.tmp"))
 
 
+def test_the_tables_show_kid_the_translate_path_and_a_warning_for_an_fid_from_few_frames(tmp_path, tiny_config):
+    run = fake_run(tmp_path / "run", tiny_config, epochs=1)
+    warning = "FID from 128 real and 128 generated frames, fewer than 2048 per side: biased"
+    few = {**METRICS, "fid": 61.5, "kid": 0.0123, "kid_std": 0.001, "video_psnr": 19.5, "video_ssim": 0.45,
+           "fid_info": {"status": "ok", "reason": None, "n_real": 128, "n_fake": 128, "warning": warning}}
+    enough = {**few, "fid_info": {**few["fid_info"], "n_real": 4096, "n_fake": 4096, "warning": None}}
+    (run / "metrics.json").write_text(json.dumps({"eval_batches": 1, "results": [
+        {"checkpoint": "epoch_0001", "metrics": {"a2b": few, "b2a": enough}}]}))
+    html = report.render(run)
+    table = html[html.index('<section id="evaluation">'):]
+    for column in ("<th>kid</th>", "<th>video_psnr</th>", "<th>video_ssim</th>", "fid frames"):
+        assert column in table
+    assert f'<td title="{warning}">61.5000*</td>' in table  # marked, the warning as its tooltip
+    assert table.count("61.5000*") == 1 and "<td>61.5000</td>" in table  # 4096 frames: no mark
+    assert "<td>128/128</td>" in table and "<td>4096/4096</td>" in table
+    assert "<td>0.0123</td>" in table and "<td>19.5000</td>" in table
+    assert f"<li>epoch_0001 a2b: {warning}</li>" in table  # and in a note under the table
+    assert 'aria-label="video PSNR (dB), translate path"' not in html  # old epochs have no such values
+    report.record_epoch(run, 2, 20, {"a2b": few})
+    assert 'aria-label="video PSNR (dB), translate path"' in report.render(run)
+
+
 def test_report_mode_rewrites_the_page_and_refuses_a_missing_run(tmp_path, tiny_config, capsys):
     run = fake_run(tmp_path / "run", tiny_config, epochs=1)
     assert main(["--mode", "report", "--checkpoint_dir", str(tmp_path), "--checkpoint_name", "run"]) == 0
