@@ -19,7 +19,8 @@ as a function of training, from one run (``--curve_svg`` draws it).
 
 Variants: ``standard`` (B from every video) and ``fewshot`` (B from a single video).
 Rows: the identity, ``rl_v2v_gan``, ``rl_v2v_gan`` with ``lambda_pg = 0`` (video loss, no RL: the
-RL term's own effect), ``recycle_gan`` and ``cycle_gan``; each over ``--seeds`` (full mode: 3) as
+RL term's own effect), ``rl_v2v_gan`` per-frame (``temporal_memory = false``: the generators'
+ConvLSTM restarts at every frame, the temporal memory's own effect), ``recycle_gan`` and ``cycle_gan``; each over ``--seeds`` (full mode: 3) as
 mean ± std. Prints a markdown table; ``--json PATH`` also writes the numbers.
 
 Splits: the clips just before the test clips are a **validation** split (same construction, never
@@ -62,6 +63,7 @@ from rl_v2v_gan.train.loop import restore, train
 
 # Row label -> (method, flags): lambda_pg = 0 keeps the video loss and drops the RL term.
 METHODS = {"rl_v2v_gan": ("rl_v2v_gan", {}), "rl_v2v_gan λ_pg=0": ("rl_v2v_gan", {"lambda_pg": 0.0}),
+           "rl_v2v_gan per-frame": ("rl_v2v_gan", {"temporal_memory": False}),
            "recycle_gan": ("recycle_gan", {}), "cycle_gan": ("cycle_gan", {})}
 SPLITS = ("val", "test")
 # Flags that name places, not what a run computes.

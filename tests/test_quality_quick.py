@@ -1,5 +1,5 @@
-"""The quality benchmark's quick mode: real footage -> unpaired folder dataset -> every row -> table,
-with each run cached by its configuration."""
+"""The quality benchmark's quick mode: real footage -> unpaired folder datasets of every change ->
+every row -> learning-curve tables, with each run cached by its configuration."""
 
 import json
 import os
@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = ("identity", "rl_v2v_gan", "rl_v2v_gan λ_pg=0", "recycle_gan", "cycle_gan")
+LABELS = ("identity", "rl_v2v_gan", "rl_v2v_gan λ_pg=0", "rl_v2v_gan per-frame", "recycle_gan", "cycle_gan")
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def _quality(tmp_path, *args):
@@ -20,18 +21,24 @@ def _quality(tmp_path, *args):
     return json.loads(out.read_text()), proc
 
 
-def test_quality_quick_mode_produces_the_table_and_caches_each_run(tmp_path):
-    rows, proc = _quality(tmp_path)
-    got = {(r["variant"], r["method"]) for r in rows}
-    assert got == {(v, m) for v in ("standard", "fewshot") for m in LABELS}
+def test_quality_quick_mode_produces_the_curves_and_caches_each_run(tmp_path):
+    rows, proc = _quality(tmp_path, "--changes", "night", "--curve_svg", str(tmp_path / "curves.svg"))
+    got = {(r["variant"], r["change"], r["method"]) for r in rows}
+    assert got == {(v, "night", m) for v in ("standard", "fewshot") for m in LABELS}
     for r in rows:
+        assert list(r["curve"]) == ["2", "4"]  # one run, evaluated at each curve point
+        assert r["curve"]["4"]["test"] == r["test"]  # the last point is the row's headline
         for split in ("val", "test"):
             for direction in ("a2b", "b2a"):
                 m = r[split][direction]
                 assert m["ground_truth"] and m["n_clips"] > 0
                 assert m["psnr"] is not None and 0 < m["psnr"] < 100
-    ablation = next(r for r in rows if r["method"] == "rl_v2v_gan λ_pg=0")
-    assert ablation["flags"] == {"lambda_pg": 0.0}
+    learned = [r for r in rows if r["method"] != "identity"]
+    # The curve's points are different checkpoints: some metric moves between them.
+    assert any(r["curve"]["2"]["val"]["a2b"]["psnr"] != r["curve"]["4"]["val"]["a2b"]["psnr"] for r in learned)
+    flags = {r["method"]: r["flags"] for r in learned}
+    assert flags["rl_v2v_gan λ_pg=0"] == {"lambda_pg": 0.0}
+    assert flags["rl_v2v_gan per-frame"] == {"temporal_memory": False}
     identity = next(r for r in rows if r["method"] == "identity")
     assert identity["test"]["a2b"]["flicker_ratio"] == 1.0  # the baseline really is output = input
     # Validation and test are different clips.
@@ -40,11 +47,42 @@ def test_quality_quick_mode_produces_the_table_and_caches_each_run(tmp_path):
     standard = next(r for r in rows if r["variant"] == "standard")["counts"]
     assert fewshot["trainB"] < standard["trainB"] and fewshot["trainA"] == standard["trainA"]
     table = proc.stdout.splitlines()
-    assert sum(line.startswith("| standard |") or line.startswith("| fewshot |") for line in table) == 10
-    assert len(list((tmp_path / "work" / "cache").glob("*.json"))) == 8
+    assert sum(line.startswith("| standard | night |") or line.startswith("| fewshot | night |")
+               for line in table) == 3 * 2 * len(LABELS)  # the last-point table and the two curve tables
+    assert len(list((tmp_path / "work" / "cache").glob("*.json"))) == 2 * (len(LABELS) - 1)
+    assert (tmp_path / "curves.svg").read_text().startswith("<svg")
 
     # A second invocation trains nothing: every run comes from the cache, with the same numbers.
-    again, proc = _quality(tmp_path, "--variants", "standard")
-    assert proc.stderr.count("cached") == 4 and "trained" not in proc.stderr
+    again, proc = _quality(tmp_path, "--variants", "standard", "--changes", "night")
+    assert proc.stderr.count("cached") == len(LABELS) - 1 and "trained" not in proc.stderr
     before = {r["method"]: r["test"] for r in rows if r["variant"] == "standard"}
     assert {r["method"]: r["test"] for r in again} == before
+
+
+def test_every_change_builds_its_unpaired_dataset_and_trains(tmp_path):
+    rows, _ = _quality(tmp_path, "--variants", "standard", "--changes", "hue", "sharpen", "--methods", "cycle_gan")
+    assert {(r["change"], r["method"]) for r in rows} == {(c, m) for c in ("hue", "sharpen")
+                                                         for m in ("identity", "cycle_gan")}
+    identity = {r["change"]: r["test"]["a2b"]["psnr"] for r in rows if r["method"] == "identity"}
+    assert identity["hue"] != identity["sharpen"]
+
+
+def test_the_changes_are_of_the_kinds_they_claim():
+    import numpy as np
+    import quality
+
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    luma = np.array([0.299, 0.587, 0.114])[:, None, None]
+    f = clip.astype(float)
+    # hue: a colour change that keeps brightness (luma) where nothing clips, and changes colour a lot
+    hue = quality.hue(clip, 0).astype(float)
+    unclipped = ((hue > 0) & (hue < 255)).all(axis=1)
+    assert np.abs((hue * luma).sum(1) - (f * luma).sum(1))[unclipped].mean() < 1.0
+    assert np.abs(hue - f).mean() > 20
+    # sharpen: local, keeps flat regions exactly
+    flat = np.full((1, 3, 8, 8), 120, np.uint8)
+    assert np.array_equal(quality.sharpen(flat, 0), flat)
+    assert np.abs(quality.sharpen(clip, 0).astype(float) - f).mean() > 5
+    # night: mostly brightness
+    assert (quality.night(clip, 0).astype(float) * luma).sum(1).mean() < 0.5 * (f * luma).sum(1).mean()

@@ -10,6 +10,8 @@ NORMS = {
     ("instance", 3): lambda c: nn.InstanceNorm3d(c, affine=True),
     ("batch", 2): nn.BatchNorm2d,
     ("batch", 3): nn.BatchNorm3d,
+    ("none", 2): lambda c: nn.Identity(),
+    ("none", 3): lambda c: nn.Identity(),
 }
 
 
@@ -17,7 +19,7 @@ def make_norm(norm: str, dims: int, channels: int) -> nn.Module:
     try:
         return NORMS[(norm, dims)](channels)
     except KeyError:
-        raise ValueError(f"unknown norm {norm!r} for {dims}-D (valid: instance, batch)") from None
+        raise ValueError(f"unknown norm {norm!r} for {dims}-D (valid: instance, batch, none)") from None
 
 
 class ResidualBlock(nn.Module):

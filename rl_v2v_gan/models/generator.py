@@ -65,9 +65,11 @@ class Generator(nn.Module):
     """
 
     def __init__(self, channels: int = 3, ngf: int = 64, n_res_blocks: int = 2, norm: str = "instance",
-                 residual: bool = True, downsamples: int = 2):
+                 residual: bool = True, downsamples: int = 2, temporal: bool = True):
         super().__init__()
-        self.channels, self.residual = channels, residual
+        # temporal=False is the per-frame ablation (--temporal_memory false): the same network with
+        # its ConvLSTM restarted from the zero state at every frame, so no frame sees another.
+        self.channels, self.residual, self.temporal = channels, residual, temporal
         widths = [ngf * min(2 ** i, 4) for i in range(downsamples + 1)]  # per level, full resolution first
         self.stem = nn.Sequential(nn.Conv2d(channels, widths[0], 7, padding=3, padding_mode="reflect", bias=False),
                                   make_norm(norm, 2, widths[0]), nn.ReLU(inplace=True))
@@ -97,7 +99,10 @@ class Generator(nn.Module):
         for down in self.down:
             skips.append(down(skips[-1]))  # [BT,w_i,H/2^i,W/2^i]
         feat = self.bottleneck(skips.pop())  # [BT,wL,H/2^L,W/2^L]
-        hidden, state = self.lstm(feat.unflatten(0, (b, t)), state)  # [B,T,wL/2,h,w]
+        if self.temporal:
+            hidden, state = self.lstm(feat.unflatten(0, (b, t)), state)  # [B,T,wL/2,h,w]
+        else:  # every frame on its own: a sequence of length 1 from the zero state; nothing is carried
+            hidden = self.lstm(feat[:, None])[0][:, 0].unflatten(0, (b, t))
         # The additive path keeps a per-frame route open while the recurrent memory is learned.
         feat = feat + self.lstm_out(hidden.flatten(0, 1))
         base = x

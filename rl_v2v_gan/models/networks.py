@@ -114,18 +114,19 @@ class Networks(nn.Module):
 
 def build_networks(method: str, input_shape: tuple[int, int, int, int], context_frames: int = 2, ngf: int = 64,
                    ndf: int = 64, n_res_blocks: int = 2, norm: str = "instance", residual: bool = True,
-                   disc_patch: bool = False, spectral_norm: bool = False, ema_decay: float = 0.0) -> Networks:
+                   disc_patch: bool = False, spectral_norm: bool = False, ema_decay: float = 0.0,
+                   temporal_memory: bool = True) -> Networks:
     """Build the networks ``method`` needs for clips of ``input_shape = (T, H, W, C)``."""
     t, h, w, c = input_shape
     gen = dict(channels=c, ngf=ngf, n_res_blocks=n_res_blocks, norm=norm, residual=residual)
     disc = spectral_normed if spectral_norm else (lambda net: net)
     nets = {
-        "gen_ab": Generator(**gen), "gen_ba": Generator(**gen),
+        "gen_ab": Generator(**gen, temporal=temporal_memory), "gen_ba": Generator(**gen, temporal=temporal_memory),
         "pred_a": Predictor(context_frames, frame_size=(h, w), **gen),
         "pred_b": Predictor(context_frames, frame_size=(h, w), **gen),
         **{f"disc_{d}": disc(FrameDiscriminator(c, (h, w), ndf, norm, patch=disc_patch)) for d in "ab"},
         **{f"vdisc_{d}": disc(VideoDiscriminator(c, (t, h, w), ndf, norm)) for d in "ab"},
-        "q_a": QNetwork(c, context_frames, (h, w), ndf, norm), "q_b": QNetwork(c, context_frames, (h, w), ndf, norm),
+        "q_a": QNetwork(c, context_frames, (h, w), ndf), "q_b": QNetwork(c, context_frames, (h, w), ndf),
     }
     return Networks(method, nets, ema_decay)
 
@@ -133,4 +134,5 @@ def build_networks(method: str, input_shape: tuple[int, int, int, int], context_
 def networks_from_config(cfg) -> Networks:
     """``build_networks`` with the flags of a :class:`~rl_v2v_gan.config.Config`."""
     return build_networks(cfg.method, cfg.input_shape, cfg.context_frames, cfg.ngf, cfg.ndf, cfg.n_res_blocks,
-                          cfg.norm, cfg.residual, cfg.disc_patch, cfg.spectral_norm, cfg.ema_decay)
+                          cfg.norm, cfg.residual, cfg.disc_patch, cfg.spectral_norm, cfg.ema_decay,
+                          cfg.temporal_memory)

@@ -6,8 +6,9 @@ step proposes two next frames of domain d:
     a1 = pred_d(s)                      direct prediction
     a2 = gen_nd(pred_n(gen_dn(s)))      recycled through the other domain
 
-and picks the one with the lower ``q_d`` (or, with probability sigma2, one at random). All
-episodes of a batch step together; only the T-p steps of an episode are sequential.
+and picks the one with the lower ``q_d`` (or, with probability sigma2, one at random). Q also
+reads how much of the episode is left (:func:`steps_left`). All episodes of a batch step
+together; only the T-p steps of an episode are sequential.
 """
 
 from __future__ import annotations
@@ -65,26 +66,33 @@ def choose(q1: torch.Tensor, q2: torch.Tensor, sigma2: float) -> tuple[torch.Ten
     return torch.where(explored, coin, q1 <= q2), explored
 
 
-def q_pair(q_d: nn.Module, state: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor
+def steps_left(t: torch.Tensor, clip_length: int, p: int) -> torch.Tensor:
+    """Q's time input for states ending at frame ``t`` ([N] int): the share of the episode's
+    ``T - p`` actions still to take, this one included: 1 at the first state (t = p-1), 1/(T-p) at
+    the last, 0 past the end (a terminal next state, whose value the TD target ignores)."""
+    return (clip_length - 1 - t).clamp(min=0).float() / (clip_length - p)
+
+
+def q_pair(q_d: nn.Module, state: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor, left: torch.Tensor
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(q_d(s, a1), q_d(s, a2))`` in one batched call (half the kernel launches)."""
-    return q_d(torch.cat([state, state]), torch.cat([a1, a2])).chunk(2)
+    return q_d(torch.cat([state, state]), torch.cat([a1, a2]), torch.cat([left, left])).chunk(2)
 
 
 def select(pick_a1: torch.Tensor, a1: torch.Tensor, a2: torch.Tensor) -> torch.Tensor:
     return torch.where(pick_a1.view(-1, *[1] * (a1.dim() - 1)), a1, a2)
 
 
-def greedy_action(policy: Policy, state: torch.Tensor, a1: torch.Tensor | None = None,
+def greedy_action(policy: Policy, state: torch.Tensor, left: torch.Tensor, a1: torch.Tensor | None = None,
                   a2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """mu(s): the candidate with the lower ``q_d`` and that Q value, ``[N]``.
 
-    The choice is not differentiated; the Q value is, through the chosen action (DDPG actor).
-    ``a1``/``a2`` may be passed in when already computed.
+    ``left`` is Q's time input (:func:`steps_left`). The choice is not differentiated; the Q value
+    is, through the chosen action (DDPG actor). ``a1``/``a2`` may be passed in when already computed.
     """
     if a1 is None or a2 is None:
         a1, a2 = candidates(policy, state)
-    q1, q2 = q_pair(policy.q_d, state, a1, a2)
+    q1, q2 = q_pair(policy.q_d, state, a1, a2, left)
     pick_a1 = (q1 <= q2).detach()
     return select(pick_a1, a1, a2), torch.where(pick_a1, q1, q2)
 
@@ -108,9 +116,10 @@ def rollout(policy: Policy, disc_d: nn.Module, vdisc_d: nn.Module, real: torch.T
     steps = t_len - p
     state = real[:, :p]  # [B,p,C,H,W]: starts from real frames d[0..p-1]
     states, actions, a1s, a2s, picks, explored_all = [], [], [], [], [], []
-    for _ in range(steps):  # sequential by nature: each state contains the previous action
+    for k in range(steps):  # sequential by nature: each state contains the previous action
         a1, a2 = candidates(policy, state)
-        pick_a1, explored = choose(*q_pair(policy.q_d, state, a1, a2), sigma2)
+        left = torch.full((b,), (steps - k) / steps, device=real.device)  # = steps_left(p-1+k, T, p)
+        pick_a1, explored = choose(*q_pair(policy.q_d, state, a1, a2, left), sigma2)
         action = select(pick_a1, a1, a2)
         states.append(state)
         actions.append(action)

@@ -19,7 +19,7 @@ from ..data.dataset import to_float
 from ..losses import gan_losses as G
 from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
-from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout
+from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout, steps_left
 from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, norm_stats_frozen, soft_update
 from ..utils.precision import resolve_amp
@@ -241,11 +241,14 @@ class Trainer:
         loss = 0.0
         for d in DOMAINS:
             batch = batches[d]
+            left = steps_left(batch.t, cfg.clip_length, self.p)
             with torch.no_grad(), self.autocast():  # TD target from the target networks
-                _, next_q = greedy_action(policy_for(self.nets, d, target=True), batch.next_state)
+                next_left = steps_left(batch.t + 1, cfg.clip_length, self.p)
+                _, next_q = greedy_action(policy_for(self.nets, d, target=True), batch.next_state, next_left)
                 y = td_target(batch.cost, batch.done, next_q.float(), cfg.gamma)
             with self.autocast():
-                q = self.net(f"q_{d}")(batch.state, batch.action)
+                q = self.net(f"q_{d}")(batch.state, batch.action, left)
+            logs[f"rl/td_error_{d}"] = float((q.detach().float() - y).abs().mean())
             loss = loss + critic_loss(q.float(), y)
             logs[f"rl/q_mean_{d}"] = float(q.detach().mean())
         logs["rl/q_loss"] = loss.item()
@@ -293,7 +296,9 @@ class Trainer:
                         # Minibatch states hold generated and replayed frames: like the rollouts, they
                         # must not shape the policy's batch-norm running statistics.
                         with norm_stats_frozen(*nets.role("G")):
-                            q = greedy_action(policy, minibatch[x].state[:cfg.actor_batch])[1].float()
+                            mb = minibatch[x]
+                            left = steps_left(mb.t[:cfg.actor_batch], cfg.clip_length, self.p)
+                            q = greedy_action(policy, mb.state[:cfg.actor_batch], left)[1].float()
                         add("actor", actor_loss(q))
                         logs[f"rl/actor_q_{x}"] = float(q.detach().mean())
                 weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,

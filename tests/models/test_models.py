@@ -77,7 +77,7 @@ def test_discriminator_and_q_shapes(shape):
     with torch.no_grad():
         assert nets.disc_a(_rand(2 * t, c, h, w)).shape == (2 * t,)
         assert nets.vdisc_a(_rand(2, t, c, h, w)).shape == (2,)
-        assert nets.q_a(_rand(2, P, c, h, w), _rand(2, c, h, w, seed=1)).shape == (2,)
+        assert nets.q_a(_rand(2, P, c, h, w), _rand(2, c, h, w, seed=1), torch.ones(2)).shape == (2,)
 
 
 @pytest.mark.parametrize("size", [(18, 32), (32, 30)])
@@ -103,10 +103,10 @@ def test_wrong_channel_count_is_rejected():
         nets.disc_a(frames)
     with pytest.raises(ValueError, match=r"VideoDiscriminator: expected \[B,T,3,H,W\]"):
         nets.vdisc_a(clip)
-    with pytest.raises(ValueError, match=r"QNetwork: expected state \[B,2,3,H,W\] and action \[B,3,H,W\]"):
-        nets.q_a(clip[:, :P], _rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"QNetwork: expected state \[B,2,3,H,W\], action \[B,3,H,W\]"):
+        nets.q_a(clip[:, :P], _rand(2, 3, 32, 32), torch.ones(2))
     with pytest.raises(ValueError, match=r"QNetwork: expected"):
-        nets.q_a(_rand(2, P, 3, 32, 32), frames[:2])
+        nets.q_a(_rand(2, P, 3, 32, 32), frames[:2], torch.ones(2))
 
 
 def test_wrong_rank_and_frame_count_are_rejected():
@@ -118,9 +118,9 @@ def test_wrong_rank_and_frame_count_are_rejected():
     with pytest.raises(ValueError, match=r"FrameDiscriminator: expected"):
         nets.disc_a(_rand(2, 4, 3, 32, 32))
     with pytest.raises(ValueError, match=r"QNetwork: expected state"):
-        nets.q_a(_rand(2, 3, 32, 32), _rand(2, 3, 32, 32))  # state without its time axis
+        nets.q_a(_rand(2, 3, 32, 32), _rand(2, 3, 32, 32), torch.ones(2))  # state without its time axis
     with pytest.raises(ValueError, match=r"QNetwork: expected state"):
-        nets.q_a(_rand(2, P, 3, 32, 32), _rand(2, 3, 16, 16))  # action of another size
+        nets.q_a(_rand(2, P, 3, 32, 32), _rand(2, 3, 16, 16), torch.ones(2))  # action of another size
 
 
 # ---------------------------------------------------------------- ResidualBlock
@@ -373,7 +373,8 @@ def test_q_network_is_non_negative_and_alive_at_init():
     torch.manual_seed(0)
     q = QNetwork(3, P, (32, 32), ndf=4)
     state, action = _rand(4, P, 3, 32, 32), _rand(4, 3, 32, 32, seed=1).requires_grad_()
-    value = q(state, action)
+    left = torch.tensor([1.0, 0.75, 0.5, 0.25])
+    value = q(state, action, left)
     assert (value > 0).all()  # positive last bias: the ReLU is not dead
     value.sum().backward()
     assert action.grad.abs().sum() > 0
@@ -381,7 +382,21 @@ def test_q_network_is_non_negative_and_alive_at_init():
     assert not dead
     with torch.no_grad():
         q.body.head[-1].bias.fill_(-100.0)  # head output far below zero: clamped, never negative
-        assert torch.equal(q(state, action), torch.zeros(4))
+        assert torch.equal(q(state, action, left), torch.zeros(4))
+
+
+def test_q_network_reads_the_steps_left_and_keeps_magnitudes():
+    """DESIGN §5 "Time": the same state and action are worth different costs-to-go at different
+    steps; and no normalisation layer divides away the scale Q must regress."""
+    torch.manual_seed(0)
+    q = QNetwork(3, P, (32, 32), ndf=4)
+    state, action = _rand(2, P, 3, 32, 32), _rand(2, 3, 32, 32, seed=1)
+    with torch.no_grad():
+        early, late = q(state, action, torch.ones(2)), q(state, action, torch.full((2,), 0.25))
+    assert not torch.allclose(early, late)
+    assert not any(isinstance(m, (nn.InstanceNorm2d, nn.BatchNorm2d)) for m in q.modules())
+    with pytest.raises(ValueError, match="steps_left"):
+        q(state, action, torch.ones(3))
 
 
 # ---------------------------------------------------------------- Networks and targets
@@ -476,3 +491,27 @@ def test_networks_fit_the_recycle_gan_reference_budget_at_256():
     # discriminators it stays within the reference's 1.8 TFLOP.
     forward = 8 * gen + 4 * pred
     assert 3 * forward + 3 * 18 * disc <= 1.8e3
+
+
+# ---------------------------------------------------------------- per-frame ablation (--temporal_memory false)
+
+
+def test_per_frame_generator_sees_each_frame_alone_and_the_temporal_one_does_not():
+    torch.manual_seed(0)
+    x = _frames(1, 4, 3, 16, 16)
+    shuffled = x[:, [2, 0, 3, 1]]
+    outs = {}
+    for temporal in (True, False):
+        torch.manual_seed(0)
+        gen = Generator(3, ngf=4, n_res_blocks=1, temporal=temporal)
+        nn.init.normal_(gen.head.weight, std=0.1)  # not the identity
+        with torch.no_grad():
+            outs[temporal] = (gen(x), gen(shuffled), gen(x[:, 3:]))
+    y, y_shuffled, y_last = outs[False]
+    assert torch.allclose(y_shuffled, y[:, [2, 0, 3, 1]], atol=1e-6)  # order does not matter
+    assert torch.allclose(y_last[:, 0], y[:, 3], atol=1e-6)  # nor what came before
+    t, t_shuffled, t_last = outs[True]
+    assert not torch.allclose(t_last[:, 0], t[:, 3], atol=1e-4)  # the temporal one carries memory
+    # Same parameters either way: a per-frame run is the same network, evaluated differently.
+    assert [k for k, _ in Generator(3, ngf=4, temporal=False).named_parameters()] == \
+        [k for k, _ in Generator(3, ngf=4).named_parameters()]

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl_v2v_gan.losses.rl_losses import step_cost
-from rl_v2v_gan.rl.agent import Policy, choose, greedy_action, rollout
+from rl_v2v_gan.rl.agent import Policy, choose, greedy_action, rollout, steps_left
 from rl_v2v_gan.rl.replay_buffer import ReplayBuffer, Transitions, mix
 from rl_v2v_gan.rl.targets import frozen, soft_update
 
@@ -264,7 +264,7 @@ def _stub_policy(weight: torch.Tensor | None = None) -> Policy:
     """A policy of closed-form networks: a1 = 0.5 * last frame, a2 = -last frame; q = mean |a - w|."""
     w = weight if weight is not None else torch.zeros(())
     return Policy(pred_d=_Fn(lambda s: 0.5 * s[:, -1]), gen_dn=_Fn(lambda x: -x), pred_n=_Fn(lambda s: s[:, -1]),
-                  gen_nd=_Fn(lambda x: x), q_d=_Fn(lambda s, a: (a - w).abs().flatten(1).mean(1)))
+                  gen_nd=_Fn(lambda x: x), q_d=_Fn(lambda s, a, left: (a - w).abs().flatten(1).mean(1)))
 
 
 def test_greedy_action_takes_the_lower_q_and_differentiates_through_the_action():
@@ -272,7 +272,8 @@ def test_greedy_action_takes_the_lower_q_and_differentiates_through_the_action()
     target = torch.tensor(-0.6)  # q measures distance to -0.6
     a1 = (0.5 * state[:, -1]).requires_grad_(True)
     a2 = (-state[:, -1]).requires_grad_(True)
-    action, q = greedy_action(_stub_policy(target), state, a1, a2)
+    left = torch.ones(2)
+    action, q = greedy_action(_stub_policy(target), state, left, a1, a2)
     # Clip 0: a1 = 0.4 (q 1.0), a2 = -0.8 (q 0.2) -> a2; clip 1: a1 = -0.2 (q 0.4), a2 = 0.4 (q 1.0) -> a1.
     torch.testing.assert_close(q, torch.tensor([0.2, 0.4]))
     assert torch.equal(action[0], a2[0].detach()) and torch.equal(action[1], a1[1].detach())
@@ -280,7 +281,7 @@ def test_greedy_action_takes_the_lower_q_and_differentiates_through_the_action()
     assert a1.grad[0].abs().sum() == 0 and a1.grad[1].abs().sum() > 0
     assert a2.grad[0].abs().sum() > 0 and a2.grad[1].abs().sum() == 0
     # Without candidates passed in, they are built from the policy: the same answer.
-    _, q_built = greedy_action(_stub_policy(target), state)
+    _, q_built = greedy_action(_stub_policy(target), state, left)
     torch.testing.assert_close(q_built, q.detach())
 
 
@@ -307,7 +308,9 @@ def test_rollout_transitions_are_a_chained_episode_per_clip():
     policy = _stub_policy(torch.tensor(0.1))
     flat_state = tr.state
     a1, a2 = 0.5 * flat_state[:, -1], -flat_state[:, -1]
-    greedy = torch.where((policy.q_d(flat_state, a1) <= policy.q_d(flat_state, a2)).view(-1, 1, 1, 1), a1, a2)
+    left = steps_left(tr.t, t_len, p)
+    greedy = torch.where((policy.q_d(flat_state, a1, left) <= policy.q_d(flat_state, a2, left)).view(-1, 1, 1, 1),
+                         a1, a2)
     assert torch.equal(tr.action, greedy)
     # Costs: per-step terms against the real next frame; the last step the video loss of the rollout.
     cost = tr.cost.view(b, steps)
@@ -351,3 +354,16 @@ def test_replay_resume_with_another_capacity_keeps_the_newest_in_order(new_capac
     kept = [2.0, 3.0, 4.0, 5.0, 6.0][-new_capacity:]
     assert len(new) == len(kept) and new.costs[: len(kept)].tolist() == kept  # oldest first, nothing invented
     assert new.pos == len(kept) % new_capacity
+
+
+def test_rollout_tells_q_the_steps_left():
+    """Q's time input during a rollout is steps_left(t): 1 at the first state, 1/(T-p) at the last."""
+    b, t_len, p = 2, 6, 2
+    seen = []
+    policy = _stub_policy()
+    policy.q_d = _Fn(lambda s, a, left: seen.append(left.clone()) or (a.flatten(1).mean(1) * 0))
+    disc = _Fn(lambda x: x.flatten(1).mean(1))
+    tr, _ = rollout(policy, disc, disc, torch.zeros(b, t_len, C, H, W), p, 0.0, 0.1, 0.1, 1.0)
+    got = torch.stack([x[:b] for x in seen], 1)  # [B,steps]: each q_pair call holds both candidates
+    torch.testing.assert_close(got, steps_left(tr.t, t_len, p).view(b, -1))
+    assert got[0].tolist() == [1.0, 0.75, 0.5, 0.25]

@@ -82,7 +82,7 @@ def test_ema_follows_the_generators_and_is_what_translates(tiny_config, make_tra
     nets.train()
     assert not nets.gen_ab_ema.training  # the EMA always runs in eval mode
     # Without the flag there is no EMA and the online generator translates.
-    plain = networks_from_config(tiny_config(method="cycle_gan"))
+    plain = networks_from_config(tiny_config(method="cycle_gan", ema_decay=0.0))
     assert translator(plain, "gen_ab") is plain.gen_ab and not hasattr(plain, "gen_ab_ema")
 
 

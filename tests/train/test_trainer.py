@@ -17,6 +17,7 @@ DISCS = {"disc_a", "disc_b", "vdisc_a", "vdisc_b"}
 CRITICS = {"q_a", "q_b"}
 POLICY = {"gen_ab", "gen_ba", "pred_a", "pred_b"}
 TARGETS = {f"{n}_target" for n in POLICY | CRITICS}
+EMAS = {"gen_ab_ema", "gen_ba_ema"}  # the generators' EMA (--ema_decay, on by default): not a DDPG target
 
 
 def _snapshot(nets) -> dict[str, torch.Tensor]:
@@ -86,7 +87,7 @@ def test_soft_update_is_the_only_way_targets_move(tiny_config, make_trainer, mak
     trainer.train_step(make_batch())
     after = nets.state_dict()
     changed = _changed_networks(before, nets)
-    assert changed == DISCS | CRITICS | POLICY | TARGETS
+    assert changed == DISCS | CRITICS | POLICY | TARGETS | EMAS
     for name in TARGETS:  # theta' <- theta' + tau (theta - theta'), with the online weights after the step
         online = name.removesuffix("_target")
         for k in getattr(nets, name).state_dict():
@@ -99,7 +100,7 @@ def test_soft_update_is_the_only_way_targets_move(tiny_config, make_trainer, mak
     trainer.train_step(make_batch(seed=1))
     changed = _changed_networks(before, nets)
     assert changed & TARGETS == set()
-    assert changed == DISCS | CRITICS | POLICY  # the online networks still trained
+    assert changed == DISCS | CRITICS | POLICY | EMAS  # the online networks still trained, their EMA followed
 
 
 def _g_step(trainer, make_batch, seed=0):
@@ -121,8 +122,8 @@ def test_actor_alone_moves_the_policy_and_gives_the_critics_no_gradient(chosen, 
     Detached candidates, or a detached chosen action, would leave the predictors where they were."""
     real_q_pair = agent_mod.q_pair
 
-    def forced(q_d, state, a1, a2):
-        q1, q2 = real_q_pair(q_d, state, a1, a2)
+    def forced(q_d, state, a1, a2, left):
+        q1, q2 = real_q_pair(q_d, state, a1, a2, left)
         return (q1, q2 + 1e3) if chosen == "a1" else (q1 + 1e3, q2)
 
     monkeypatch.setattr(agent_mod, "q_pair", forced)
@@ -242,10 +243,13 @@ def test_critic_target_comes_from_the_target_networks(tiny_config, make_trainer,
                (f"pred_{d}", f"gen_{d}{n}", f"pred_{n}", f"gen_{n}{d}", f"q_{d}")}
         mb = minibatches["ab".index(d)]
         s_next = torch.cat([mb.state[:, 1:], mb.action[:, None]], 1)  # [N,p,C,H,W]
+        # The next state ends one frame later: (T - 1 - (t + 1)) / (T - p) of the episode is left.
+        t_len = trainer.cfg.clip_length
+        left_next = (t_len - 2 - mb.t).clamp(min=0).float() / (t_len - trainer.p)
         with torch.no_grad():
             a1 = net[f"pred_{d}"](s_next)
             a2 = net[f"gen_{n}{d}"](net[f"pred_{n}"](net[f"gen_{d}{n}"](s_next))[:, None])[:, 0]
-            next_q = torch.minimum(net[f"q_{d}"](s_next, a1), net[f"q_{d}"](s_next, a2))
+            next_q = torch.minimum(net[f"q_{d}"](s_next, a1, left_next), net[f"q_{d}"](s_next, a2, left_next))
         return mb.cost + gamma * (1 - mb.done.float()) * next_q
 
     for i, d in enumerate("ab"):
@@ -254,7 +258,8 @@ def test_critic_target_comes_from_the_target_networks(tiny_config, make_trainer,
         torch.testing.assert_close(y, by_hand(d, "_target"))
         assert not torch.allclose(y, by_hand(d, ""))  # the online networks would give another target
         with torch.no_grad():
-            torch.testing.assert_close(q, q_before[d](mb.state, mb.action))
+            left = (trainer.cfg.clip_length - 1 - mb.t).float() / (trainer.cfg.clip_length - trainer.p)
+            torch.testing.assert_close(q, q_before[d](mb.state, mb.action, left))
         assert mb.done.any() and not mb.done.all()
         # Terminal transitions bootstrap nothing.
         torch.testing.assert_close(y[mb.done], mb.cost[mb.done])
@@ -326,14 +331,18 @@ def test_short_synthetic_run_learns(tmp_path, tiny_config, make_trainer):
     domain's style), translation PSNR against the ground truth rises well above it in both
     directions, while the cycle keeps the content (random frames would give about 8 dB)."""
     cfg = tiny_config(method="recycle_gan", input_shape=(4, 32, 32, 3), ngf=8, ndf=8, learning_rate=1e-3,
-                      synthetic_train_clips=8, synthetic_test_clips=2)
+                      synthetic_train_clips=8, synthetic_test_clips=2, epochs=1, steps_per_epoch=60,
+                      # The bare learning signal: the stabilisers trade speed for staying power (the
+                      # decay alone halves the mean step size), which 60 steps cannot show.
+                      lr_decay=0.0, ema_decay=0.0, r1_gamma=0.0)
     store = prepare_data(cfg, log=lambda *a: None)
     dataset = UnpairedClips(store, cfg.clip_length)
     trainer = make_trainer(cfg, seed=0)
     evaluator = VideoEvaluator(store, cfg.clip_length, cfg.batch_size, torch.device("cpu"))
     before = evaluator.evaluate(trainer.nets, 1)
     for direction in ("a2b", "b2a"):
-        assert before[direction]["cycle_psnr"] == 100.0  # the identity start: a perfect cycle
+        # The identity start: a perfect cycle up to the residual margin (+-1 move by 0.003).
+        assert before[direction]["cycle_psnr"] > 60.0
     for keys in StepSampler(dataset, cfg.batch_size, cfg.seed, 0, 0, 60):
         items = [dataset[k] for k in keys]
         trainer.train_step({d: torch.stack([it[d] for it in items]) for d in "ab"})
