@@ -5,7 +5,8 @@ Metrics per direction (a2b uses gen_ab on testA, b2a uses gen_ba on testB):
 - ``psnr``, ``ssim``, ``temporal_error``: translation vs paired ground truth, only where the test
   split has it (synthetic always; folder datasets with ``testA_gt/``, ``testB_gt/``);
 - ``cycle_psnr``, ``cycle_ssim``: input vs ``gen_ba(gen_ab(input))``, always;
-- ``flicker_ratio``: mean |Δ output| / mean |Δ input|, always;
+- ``flicker_ratio``: mean |Δ output| / mean |Δ input|, always; ``flicker_gt``: mean |Δ output| /
+  mean |Δ ground truth| where the split has ground truth (not fooled by a style that lowers contrast);
 - ``fid``, ``kid``, ``kid_std``: translated frames vs real frames of the target domain, with the
   standard Inception weights only (else null with the reason); ``fid_info`` holds the sample counts
   and a ``warning`` when FID came from fewer than 2048 frames per side (biased, not comparable);
@@ -108,8 +109,11 @@ def paired_metrics(output: torch.Tensor, ground_truth: torch.Tensor | None) -> d
     """
     if ground_truth is None:
         raise UserError("PSNR/SSIM need paired ground truth (testA_gt/testB_gt); this test split has none")
+    # Flicker against the ground truth's own motion: a style that lowers contrast (night) lowers
+    # all motion, so against the input's motion it would read as "less flicker" (DESIGN §7).
     return {"psnr": M.psnr(output, ground_truth), "ssim": M.ssim(output, ground_truth),
-            "temporal_error": M.temporal_error(output, ground_truth)}
+            "temporal_error": M.temporal_error(output, ground_truth),
+            "flicker_gt": M.flicker_ratio(output, ground_truth)}
 
 
 class VideoEvaluator:
@@ -167,7 +171,7 @@ class VideoEvaluator:
             if self.fid.available:
                 self.fid.update(y.flatten(0, 1), real=False)
         out: dict[str, Any] = {k: M.finite_or_none(float(torch.cat(v).mean())) for k, v in sums.items()}
-        for k in ("psnr", "ssim", "temporal_error"):
+        for k in ("psnr", "ssim", "temporal_error", "flicker_gt"):
             out.setdefault(k, None)
         out.update(video)
         out.update({"n_clips": n_clips, "ground_truth": test.has_ground_truth})

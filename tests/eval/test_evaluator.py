@@ -13,7 +13,7 @@ from rl_v2v_gan.errors import UserError
 from rl_v2v_gan.eval import metrics as M
 from rl_v2v_gan.eval.evaluator import VideoEvaluator, paired_metrics
 
-KEYS = {"psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid", "fid_info", "n_clips",
+KEYS = {"psnr", "ssim", "temporal_error", "flicker_gt", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid", "fid_info", "n_clips",
         "ground_truth", "kid", "kid_std", "video_psnr", "video_ssim", "video_temporal_error", "video_frames",
         "video_count"}
 
@@ -287,3 +287,16 @@ def test_fid_and_kid_come_with_their_sample_counts_and_a_warning(tiny_config, no
     assert f"{frames}/{frames}" in lines[1] and f"{report['a2b']['fid']:.4f}*" in lines[1]
     assert any(line.startswith("* run a2b: ") and "2048" in line for line in lines)
     json.dumps(report, allow_nan=False)
+
+
+def test_flicker_against_the_ground_truth_motion_is_not_fooled_by_a_darker_style():
+    """A translation that moves exactly as its ground truth does has flicker_gt 1, although its
+    motion is half the input's (a night style halves the contrast): flicker_ratio reads 0.5."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 5, 3, 8, 8) * 2 - 1
+    gt = 0.5 * x - 0.5  # darker, half the contrast: half the motion
+    m = paired_metrics(gt.clone(), gt)
+    assert torch.allclose(m["flicker_gt"], torch.ones(2))
+    assert torch.allclose(M.flicker_ratio(gt, x), torch.full((2,), 0.5))
+    noisy = gt + 0.5 * torch.randn_like(gt)  # independent per-frame noise: flicker
+    assert (paired_metrics(noisy, gt)["flicker_gt"] > 1.5).all()
