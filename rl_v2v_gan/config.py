@@ -18,13 +18,13 @@ import yaml
 
 from .errors import ConfigError
 
-MODES = ("prepare_data", "train", "eval", "translate", "report")
+MODES = ("prepare_data", "train", "eval", "translate", "report", "export")
 METHODS = ("rl_v2v_gan", "recycle_gan", "cycle_gan")
 DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Flags that shape the networks: a checkpoint only loads into networks built with the same values.
 ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm", "residual",
-              "disc_patch", "spectral_norm", "ema_decay")
+              "disc_patch", "spectral_norm", "ema_decay", "temporal_memory")
 # Flags that choose the data a run was trained on: eval and translate default to them too.
 DATA_FLAGS = ("dataset", "data_root", "resize_mode", "frame_stride", "synthetic_train_clips",
               "synthetic_test_clips", "seed")
@@ -68,6 +68,8 @@ class Config:
     ndf: int = _f(64, "discriminator / Q-network base channels")
     n_res_blocks: int = _f(2, "residual blocks at the generator bottleneck")
     norm: str = _f("instance", "normalisation layer", choices=("instance", "batch"))
+    temporal_memory: bool = _f(True, "generators carry their ConvLSTM state from frame to frame; false: the "
+                               "per-frame ablation (state reset every frame)")
     residual: bool = _f(True, "start from the identity: generators and predictors output a learned residual on "
                               "their input frame / last context frame (--no-residual: plain tanh output)")
 
@@ -76,12 +78,12 @@ class Config:
                               "--learning_rate_d)")
     learning_rate_d: float | None = _f(None, "Adam learning rate of the discriminators (TTUR); default "
                                        "--learning_rate")
-    lr_decay: float = _f(0.0, "decay every learning rate linearly to 0 over this last fraction of the run "
-                         "(CycleGAN: 0.5); 0 keeps it constant")
-    ema_decay: float = _f(0.0, "keep an exponential moving average of the generators (decay per step, e.g. 0.999) "
-                          "and use it for evaluation and translation; 0: none")
+    lr_decay: float = _f(0.5, "decay every learning rate linearly to 0 over this last fraction of the run "
+                         "(CycleGAN's 0.5); 0 keeps it constant")
+    ema_decay: float = _f(0.999, "keep an exponential moving average of the generators (decay per step, warmed "
+                          "up as min(decay, (1+t)/(10+t))) and evaluate and translate with it; 0: none")
     pool_size: int = _f(0, "history pool of generated clips shown to the discriminators (CycleGAN: 50); 0: none")
-    r1_gamma: float = _f(0.0, "weight of the R1 penalty gamma/2 |grad D(real)|^2 on the discriminators; 0: none")
+    r1_gamma: float = _f(1.0, "weight of the R1 penalty gamma/2 |grad D(real)|^2 on the discriminators; 0: none")
     spectral_norm: bool = _f(False, "spectral normalisation on every discriminator layer")
     disc_patch: bool = _f(False, "PatchGAN frame discriminator: a map of local logits instead of one per frame")
     batch_size: int = _f(4, "clips per step (per rank under torchrun)")
@@ -98,7 +100,8 @@ class Config:
 
     # --- reinforcement learning ----------------------------------------------------------------
     gamma: float = _f(0.99, "discount factor of the TD target")
-    tau: float = _f(0.001, "soft-update rate of the target networks")
+    tau: float = _f(0.001, "soft-update rate of the target networks (after n steps the initial networks weigh "
+                    "(1-tau)^n: 0.55 after 600 steps at this seed default)")
     sigma1: float = _f(0.5, "probability that a minibatch element comes from the replay buffer")
     sigma2: float = _f(0.5, "probability of a random (exploring) choice between the two candidate actions")
     rl_episodes: int = _f(1, "episodes rolled out per domain and step: the first clips of the batch (at most all)")
@@ -121,6 +124,10 @@ class Config:
     log_every: int = _f(10, "steps between TensorBoard scalar writes")
     keep_checkpoints: int | None = _f(None, "keep only the newest N checkpoints of the run (default: all); only the "
                                       "newest holds the replay buffer")
+    save_every_steps: int | None = _f(None, "also checkpoint every N steps within an epoch (a killed run loses at most "
+                                      "N steps); default: at epoch ends only")
+    ddp_timeout_s: int = _f(7200, "torchrun: seconds a rank waits for the others (e.g. while rank 0 evaluates and "
+                            "saves) before the run fails")
     max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
 
     # --- speed ---------------------------------------------------------------------------------
@@ -134,7 +141,16 @@ class Config:
     direction: str = _f("a2b", "translate: a2b uses gen_ab, b2a uses gen_ba", choices=("a2b", "b2a"))
     side_by_side: bool = _f(False, "translate: write input and output side by side")
     output_size: str = _f("model", "translate: write at the model's H x W or back at the source size "
-                          "(with --resize_mode crop: the crop, unstretched)", choices=("model", "source"))
+                          "(with --resize_mode crop: the crop, unstretched), or run the model at the source "
+                          "size (native: no resize)", choices=("model", "source", "native"))
+    # --- translate natively, export --------------------------------------------------------
+    tile: int = _f(0, "translate --output_size native: run the full-resolution layers on tiles of this many pixels "
+                   "a side (a multiple of 4) to bound memory on large frames; same result; 0: whole frames")
+    model: str | None = _f(None, "translate: a generator file written by --mode export --format safetensors, "
+                           "used instead of the run's checkpoint")
+    format: str = _f("safetensors", "export: the generator's weights with its architecture, or an ONNX model "
+                     "with the ConvLSTM state as inputs and outputs; written to --output",
+                     choices=("safetensors", "onnx"))
 
     # --- derived views -------------------------------------------------------------------------
     @property
@@ -218,6 +234,10 @@ class Config:
         for name in ("max_videos_a", "max_videos_b", "keep_checkpoints"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 bad(name, "must be positive", getattr(self, name))
+        if self.save_every_steps is not None and self.save_every_steps <= 0:
+            bad("save_every_steps", "must be positive", self.save_every_steps)
+        if self.ddp_timeout_s <= 0:
+            bad("ddp_timeout_s", "must be positive", self.ddp_timeout_s)
         if not self.learning_rate > 0:
             bad("learning_rate", "must be positive", self.learning_rate)
         if self.learning_rate_d is not None and not self.learning_rate_d > 0:
@@ -247,6 +267,12 @@ class Config:
                 raise ConfigError("--mode translate needs --input VIDEO_OR_FOLDER")
             if not self.output:
                 raise ConfigError("--mode translate needs --output OUT.mp4")
+        if self.mode == "export" and not self.output:
+            raise ConfigError(f"--mode export needs --output FILE.{self.format}")
+        if self.tile < 0 or self.tile % 4:
+            bad("tile", "must be 0 or a positive multiple of 4", self.tile)
+        if self.tile and self.output_size != "native":
+            bad("tile", "needs --output_size native", self.tile)
         return self
 
 

@@ -10,6 +10,7 @@ memory, from which only the sampled minibatch is copied (uint8, asynchronously) 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -40,6 +41,7 @@ AUTO_DEVICE_SHARE = 0.25
 GPU's free memory (the rest is for activations, which grow with batch and frame size)."""
 
 _FIELDS = ("states", "actions", "costs", "dones", "ts")
+LOAD_CHUNK_BYTES = 64 << 20
 
 
 def replay_nbytes(capacity: int, state_shape: tuple[int, int, int, int]) -> int:
@@ -140,22 +142,42 @@ class ReplayBuffer:
                 "pos_size": torch.tensor([self.pos, self.size, self.capacity])}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore a saved buffer. With the same capacity the layout is kept as it was (exact
-        resume); with another ``--buffer_size``, the newest transitions are kept, oldest first."""
-        pos, size, capacity = (int(v) for v in state["pos_size"])
-        if state["states"].shape[1:] != self.states.shape[1:]:
-            raise ValueError(f"replay buffer frames {list(state['states'].shape[1:])} do not fit "
-                             f"{list(self.states.shape[1:])}")
-        rows = {name: state[name] for name in _FIELDS}
+        """Restore a saved buffer (see :meth:`load_rows`)."""
+        self.load_rows(state["pos_size"], state["states"].shape[1:], lambda name, start, stop: state[name][start:stop])
+
+    def load_rows(self, pos_size: torch.Tensor, frames_shape: Sequence[int],
+                  read: Callable[[str, int, int], torch.Tensor]) -> None:
+        """Restore a saved buffer from ``read(name, start, stop)``: rows ``start:stop`` of its field
+        ``name``, asked for at most ``LOAD_CHUNK_BYTES`` at a time (a large buffer can be restored
+        from a file without a second copy in memory). With the same capacity the layout is kept as
+        it was (exact resume); with another ``--buffer_size``, the newest transitions are kept,
+        oldest first."""
+        pos, size, capacity = (int(v) for v in pos_size)
+        if tuple(frames_shape) != tuple(self.states.shape[1:]):
+            raise ValueError(f"replay buffer frames {list(frames_shape)} do not fit {list(self.states.shape[1:])}")
+        spans = [(0, size)]  # saved rows to copy, in order, to rows 0, 1, ... here
         if capacity != self.capacity:
-            wrapped = size == capacity
-            order = torch.cat([torch.arange(pos, size), torch.arange(0, pos)]) if wrapped else torch.arange(size)
-            order = order[-self.capacity:]
-            rows = {name: v[order] for name, v in rows.items()}
-            size = len(order)
+            if size == capacity:  # wrapped: the oldest row is at pos
+                spans = [(pos, size), (0, pos)]
+            skip = max(0, size - self.capacity)  # the oldest rows that do not fit
+            kept = []
+            for start, stop in spans:
+                drop = min(skip, stop - start)
+                skip -= drop
+                if start + drop < stop:
+                    kept.append((start + drop, stop))
+            spans = kept
+            size = min(size, self.capacity)
             pos = size % self.capacity
         for name in _FIELDS:
-            getattr(self, name)[:size] = rows[name].to(self.device)
+            dst = getattr(self, name)
+            rows = max(1, LOAD_CHUNK_BYTES // max(1, dst[0].nbytes))
+            at = 0
+            for start, stop in spans:
+                for i in range(start, stop, rows):
+                    n = min(rows, stop - i)
+                    dst[at:at + n] = read(name, i, i + n).to(self.device)
+                    at += n
         self.pos, self.size = pos, size
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import time
 from dataclasses import dataclass
@@ -35,8 +36,16 @@ def resolve_device(requested: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank)
 
 
-def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+_CPU_GROUP: dist.ProcessGroup | None = None  # gloo beside NCCL, for CPU tensors (see cpu_group)
+
+
+def init_distributed(device_flag: str, timeout_s: float | None = None) -> tuple[DistInfo, torch.device]:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU.
+
+    ``timeout_s`` (``--ddp_timeout_s``) bounds every wait of one rank for the others -- e.g. the
+    other ranks' wait while rank 0 evaluates and saves -- before the run fails; None keeps
+    PyTorch's default (10 minutes for NCCL, 30 for gloo).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), resolve_device(device_flag)
@@ -45,8 +54,21 @@ def init_distributed(device_flag: str) -> tuple[DistInfo, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **timeout)
+        if device.type == "cuda":
+            global _CPU_GROUP
+            _CPU_GROUP = dist.new_group(backend="gloo", **timeout)
     return info, device
+
+
+def cpu_group() -> dist.ProcessGroup | None:
+    """The group for collectives on CPU tensors (the checkpoint's replay buffers and RNG states):
+    the default group under gloo (None), a gloo group of all ranks beside NCCL."""
+    global _CPU_GROUP
+    if _CPU_GROUP is None and dist.get_backend() != "gloo":  # a group set up by someone else
+        _CPU_GROUP = dist.new_group(backend="gloo")
+    return _CPU_GROUP
 
 
 def barrier(info: DistInfo) -> None:
@@ -89,5 +111,7 @@ def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
 
 
 def cleanup(info: DistInfo) -> None:
+    global _CPU_GROUP
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()
+    _CPU_GROUP = None

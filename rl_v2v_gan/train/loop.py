@@ -1,7 +1,8 @@
 """``--mode train``: epochs of steps, logging, evaluation, checkpoints, signals, resume.
 
 The step itself is :meth:`Trainer.train_step`; this loop holds the schedule. Only rank 0
-writes logs, samples and checkpoints.
+writes logs, samples and checkpoints (every rank takes part in a save: it sends rank 0 its replay
+buffer and RNG state).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _loader(dataset: UnpairedClips, cfg: Config, info: DistInfo, start: int, ste
 
 
 def train(cfg: Config) -> int:
-    info, device = init_distributed(cfg.device)
+    info, device = init_distributed(cfg.device, cfg.ddp_timeout_s)
     try:
         return _train(cfg, info, device)
     except NonFiniteError as e:
@@ -109,9 +110,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
     trainer = build_trainer(cfg, device, info)
     existing = ckpt_io.list_checkpoints(run_dir)
     if cfg.resume:
-        ckpt = restore(cfg, trainer.nets, trainer, cfg.checkpoint, log)
-        if info.rank:  # the checkpoint holds rank 0's RNG state; other ranks keep exploring differently
-            torch.manual_seed(hash((cfg.seed, info.rank, trainer.step)) & 0x7FFF_FFFF_FFFF)
+        ckpt = restore(cfg, trainer.nets, trainer, cfg.checkpoint, log, info)
         log(f"resumed from {ckpt} at step {trainer.step}")
     elif existing:
         raise UserError(f"run {run_dir} already has checkpoints (newest: {existing[-1].name}): pass --resume to "
@@ -170,14 +169,17 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                         return _interrupted(cfg, trainer, info, config_json, stop.signum or signal.SIGTERM, log)
                     if stopping:  # the epoch's last step: finish it as usual (evaluation, samples) first
                         break
+                    if cfg.save_every_steps and trainer.step % cfg.save_every_steps == 0 and trainer.step % spe:
+                        path = _save(cfg, trainer, info, config_json)
+                        if info.is_main:
+                            tqdm.write(f"saved checkpoint {path}", file=sys.stdout)
                 bar.close()
                 if info.is_main:
                     log(f"epoch {epoch + 1}/{cfg.epochs} done (step {trainer.step}); last losses: "
                         + ", ".join(f"{k}={v:.4f}" for k, v in logs.items() if k.startswith("loss/")))
                     metrics = evaluator.run_epoch(trainer.nets, epoch + 1, writer, trainer.step)
                     report.epoch_done(run_dir, epoch + 1, trainer.step, metrics, log)
-                    path = ckpt_io.save_checkpoint(run_dir, trainer, config_json, spe, keep=cfg.keep_checkpoints)
-                    log(f"saved checkpoint {path}")
+                log(f"saved checkpoint {_save(cfg, trainer, info, config_json)}")
                 barrier(info)
                 if stopping:
                     signum = stop.signum or signal.SIGTERM
@@ -228,11 +230,15 @@ def _truncate_log(path: Path, step: int) -> None:
         atomic_write_text(path, b"".join(kept).decode())
 
 
+def _save(cfg: Config, trainer: Trainer, info: DistInfo, config_json: str) -> Path:
+    """A checkpoint now (on every rank: see :func:`~.checkpoint.save_checkpoint`)."""
+    return ckpt_io.save_checkpoint(cfg.run_dir, trainer, config_json, cfg.steps_per_epoch,
+                                   keep=cfg.keep_checkpoints, info=info)
+
+
 def _interrupted(cfg: Config, trainer: Trainer, info: DistInfo, config_json: str, signum: int, log) -> int:
-    if info.is_main:
-        path = ckpt_io.save_checkpoint(cfg.run_dir, trainer, config_json, cfg.steps_per_epoch,
-                                       keep=cfg.keep_checkpoints)
-        log(f"stopped by {signal.Signals(signum).name} at step {trainer.step}; saved {path}. "
-            f"Resume with the same flags plus --resume")
+    path = _save(cfg, trainer, info, config_json)
+    log(f"stopped by {signal.Signals(signum).name} at step {trainer.step}; saved {path}. "
+        f"Resume with the same flags plus --resume")
     barrier(info)
     return EXIT_CODES.get(signum, 143)

@@ -23,7 +23,6 @@ from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout, steps
 from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
 from ..rl.targets import frozen, norm_stats_frozen, soft_update
 from ..utils.precision import resolve_amp
-from ..errors import UserError
 from .distributed import all_reduce_flag
 from .history_pool import HistoryPool
 
@@ -63,10 +62,13 @@ class Trainer:
                            for role in ("G", "D", "Q") if nets.role(role)}
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
         self.pools = {d: HistoryPool(cfg.pool_size) for d in DOMAINS} if cfg.pool_size > 0 else {}
-        if cfg.r1_gamma > 0 and self.ddp:
+        self.r1_gamma = cfg.r1_gamma
+        if self.r1_gamma > 0 and self.ddp:
             # The penalty needs a double backward, which DistributedDataParallel does not support.
-            raise UserError("--r1_gamma is not supported under torchrun (DDP has no double backward); "
-                            "use --spectral_norm there")
+            self.r1_gamma = 0.0
+            if not dist.is_initialized() or dist.get_rank() == 0:
+                print(f"warning: --r1_gamma {cfg.r1_gamma} is not applied under torchrun (DDP has no double "
+                      f"backward); training without the R1 penalty (--spectral_norm is the alternative there)")
         self.amp_dtype = resolve_amp(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.replay = self._replay_buffers() if self.rl else {}
@@ -162,7 +164,8 @@ class Trainer:
         if self.rl:
             for target, online in self.nets.target_pairs():
                 soft_update(target, online, self.cfg.tau)
-        self.nets.ema_update(self.step)
+        if "G" not in self._skipped:  # the average follows the generators' updates, not skipped steps
+            self.nets.ema_update(self.step)
         self.step += 1
         self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
         self.nonfinite_total += 0 if ok else 1
@@ -177,7 +180,7 @@ class Trainer:
         return logs
 
     def _d_phase(self, real, fake, logs) -> bool:
-        mode, r1 = self.cfg.gan_mode, self.cfg.r1_gamma
+        mode, r1 = self.cfg.gan_mode, self.r1_gamma
         loss_frame = loss_video = penalty = 0.0
         with self.autocast():
             for d in DOMAINS:  # disc_d: real d frames vs translated-into-d frames

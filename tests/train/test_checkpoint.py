@@ -209,20 +209,32 @@ def test_same_size_damage_is_caught_on_load_naming_the_file(run, name):
 
 
 def test_load_reads_each_file_once(run, monkeypatch):
+    """networks.safetensors and state.pt are read once, checked and deserialised from memory; the
+    replay file (as large as the buffers) is never read whole: one hashing pass in blocks, then
+    safe_open copies it into the buffers a chunk at a time."""
     cfg, _ = run
-    reads = []
+    reads, hashed = [], []
     original = ckpt_io.Path.read_bytes
+    original_sha256 = ckpt_io._sha256
 
     def counting(path):
         reads.append(path.name)
         return original(path)
 
+    def hashing(path):
+        if path.name != "replay.safetensors":
+            pytest.fail(f"{path} hashed by a second read")
+        hashed.append(path.name)
+        return original_sha256(path)
+
     monkeypatch.setattr(ckpt_io.Path, "read_bytes", counting)
-    monkeypatch.setattr(ckpt_io, "_sha256", lambda path: pytest.fail(f"{path} hashed by a second read"))
-    monkeypatch.setattr(builtins, "open", _no_open_of({"networks.safetensors", "state.pt", "replay.safetensors"}))
+    monkeypatch.setattr(ckpt_io, "_sha256", hashing)
+    monkeypatch.setattr(builtins, "open", _no_open_of({"networks.safetensors", "state.pt"}))
     resumed = _fresh(cfg)
     restore(cfg, resumed.nets, resumed, None)
-    assert sorted(reads) == ["networks.safetensors", "replay.safetensors", "state.pt"]
+    assert sorted(reads) == ["networks.safetensors", "state.pt"]
+    assert hashed == ["replay.safetensors"]
+    assert len(resumed.replay["a"]) > 0
 
 
 def _no_open_of(names):
@@ -272,3 +284,66 @@ def test_retire_never_touches_what_latest_names(tiny_config, make_trainer):
     (cfg.run_dir / "latest").write_text("epoch_0001\n")  # e.g. a user pointed it back
     ckpt_io.retire_older(cfg.run_dir, paths[2], keep=1)
     assert [p.name for p in ckpt_io.list_checkpoints(cfg.run_dir)] == ["epoch_0001", "epoch_0003"]
+
+
+def _log_rows(run_dir):
+    return {row["step"]: row for row in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines())}
+
+
+def test_save_every_steps_checkpoints_mid_epoch_and_resumes_exactly(tiny_config, monkeypatch):
+    from rl_v2v_gan.train import loop
+
+    flags = dict(method="rl_v2v_gan", epochs=1, steps_per_epoch=4, save_every_steps=2, eval_batches=1)
+    reference = tiny_config(checkpoint_name="reference", **flags)
+    assert loop.train(reference) == 0
+    assert [p.name for p in ckpt_io.list_checkpoints(reference.run_dir)] == ["step_00000002", "epoch_0001"]
+    want = _log_rows(reference.run_dir)
+
+    class Killed(Exception):
+        pass
+
+    train_step = Trainer.train_step
+
+    def dies_in_step_3(self, batch):
+        if self.step == 2:
+            raise Killed
+        return train_step(self, batch)
+
+    cfg = tiny_config(checkpoint_name="killed", **flags)
+    monkeypatch.setattr(Trainer, "train_step", dies_in_step_3)
+    with pytest.raises(Killed):
+        loop.train(cfg)
+    monkeypatch.undo()
+    assert (cfg.run_dir / "latest").read_text().strip() == "step_00000002"
+    assert "replay.safetensors" in json.loads((cfg.run_dir / "step_00000002" / "manifest.json").read_text())["sha256"]
+
+    assert loop.train(tiny_config(checkpoint_name="killed", resume=True, **flags)) == 0
+    got = _log_rows(cfg.run_dir)
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in (3, 4):  # the steps after the mid-epoch checkpoint, exactly as without the kill
+        assert got[step] == want[step], step
+
+
+def test_streamed_replay_file_round_trips_in_small_chunks(run, monkeypatch):
+    """The replay file is written (and sent between ranks) a chunk at a time and loaded a chunk of
+    rows at a time; with chunks of a few bytes every field crosses many chunk boundaries."""
+    from rl_v2v_gan.rl import replay_buffer
+
+    cfg, trainer = run
+    monkeypatch.setattr(ckpt_io, "CHUNK_BYTES", 7)
+    monkeypatch.setattr(replay_buffer, "LOAD_CHUNK_BYTES", 5)
+    trainer.step = 3
+    ckpt = _save(trainer, cfg)
+    from safetensors.torch import load_file
+
+    on_disk = load_file(ckpt / "replay.safetensors")
+    for d, buf in trainer.replay.items():
+        for k, v in buf.state_dict().items():
+            assert torch.equal(on_disk[f"{d}.{k}"], v), (d, k)
+    resumed = _fresh(cfg)
+    restore(cfg, resumed.nets, resumed, None)
+    for d, buf in trainer.replay.items():
+        other = resumed.replay[d]
+        assert (other.pos, other.size) == (buf.pos, buf.size)
+        for k, v in buf.state_dict().items():
+            assert torch.equal(other.state_dict()[k], v), (d, k)
