@@ -53,16 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse flags (over an optional ``--config`` preset) into a validated Config.
 
-    In eval and translate modes, architecture and data flags given neither on the command line
-    nor in the preset take the values the run was trained with (its ``config.json``), so
-    ``--checkpoint_name NAME`` is enough to use a trained model on its own data.
+    In eval, translate and export modes, architecture and data flags given neither on the command
+    line nor in the preset take the values the run was trained with (its ``config.json``), so
+    ``--checkpoint_name NAME`` is enough to use a trained model on its own data. With ``--model
+    FILE``, translate takes them (and ``--direction``) from the generator file instead.
     """
     args = vars(build_parser().parse_args(argv))
     cfg = make_config(**args)
-    if cfg.mode in ("eval", "translate"):
+    if cfg.mode in ("eval", "translate", "export"):
         given = set(args) | (set(load_preset(cfg.config)) if cfg.config else set())
-        saved = _run_config(cfg)
-        adopted = {k: saved[k] for k in ARCH_FLAGS + DATA_FLAGS if k in saved and k not in given}
+        if cfg.mode == "translate" and cfg.model:
+            from .export import model_flags
+
+            saved, keys = model_flags(cfg.model), ARCH_FLAGS + DATA_FLAGS + ("direction",)
+        else:
+            saved, keys = _run_config(cfg), ARCH_FLAGS + DATA_FLAGS
+        adopted = {k: saved[k] for k in keys if k in saved and k not in given}
         if adopted:
             cfg = make_config(**{**args, **adopted})
     return cfg
@@ -95,6 +101,11 @@ def run(cfg: Config) -> int:
         from .eval.report import report_run
 
         report_run(cfg)
+        return 0
+    if cfg.mode == "export":
+        from .export import export_generator
+
+        export_generator(cfg)
         return 0
     from .translate import translate
 

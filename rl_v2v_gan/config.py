@@ -137,15 +137,16 @@ class Config:
 
     # --- translate -----------------------------------------------------------------------------
     input: str | None = _f(None, "translate: input video file or frames folder")
-    output: str | None = _f(None, "translate: output mp4 path")
+    output: str | None = _f(None, "translate: output mp4 path; export: the file to write")
     direction: str = _f("a2b", "translate: a2b uses gen_ab, b2a uses gen_ba", choices=("a2b", "b2a"))
     side_by_side: bool = _f(False, "translate: write input and output side by side")
     output_size: str = _f("model", "translate: write at the model's H x W or back at the source size "
                           "(with --resize_mode crop: the crop, unstretched), or run the model at the source "
                           "size (native: no resize)", choices=("model", "source", "native"))
     # --- translate natively, export --------------------------------------------------------
-    tile: int = _f(0, "translate --output_size native: run the full-resolution layers on tiles of this many pixels "
-                   "a side (a multiple of 4) to bound memory on large frames; same result; 0: whole frames")
+    tile: int = _f(0, "translate --output_size native: run the full- and half-resolution layers on tiles of this "
+                   "many pixels a side (a multiple of 4) to bound the memory of large frames; same result, 2.5-3.5x the "
+                   "time; 0: whole frames")
     model: str | None = _f(None, "translate: a generator file written by --mode export --format safetensors, "
                            "used instead of the run's checkpoint")
     format: str = _f("safetensors", "export: the generator's weights with its architecture, or an ONNX model "

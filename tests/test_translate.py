@@ -13,9 +13,10 @@ from rl_v2v_gan.cli import main
 from rl_v2v_gan.config import make_config
 from rl_v2v_gan.data import video_io
 from rl_v2v_gan.data.dataset import to_float, to_uint8
-from rl_v2v_gan.models.networks import networks_from_config
+from rl_v2v_gan.models.generator import Generator
+from rl_v2v_gan.models.networks import networks_from_config, translator
 from rl_v2v_gan.train.checkpoint import restore
-from rl_v2v_gan.translate import translate_stream
+from rl_v2v_gan.translate import run_tiled, translate_stream
 
 T, H, W = 4, 16, 16
 # --no-residual: two steps from the identity start would leave both generators at their input,
@@ -320,3 +321,104 @@ def test_a_folder_of_videos_needs_an_output_folder(runs, video_folder, tmp_path,
     (video_folder / "day1.avi").write_bytes(b"")  # would also become day1.mp4
     code, _, err = run_cli(capsys, translate_argv(runs, video_folder, tmp_path / "out"))
     assert code == 1 and "would both be written to" in err and not (tmp_path / "out").exists()
+
+
+# --output_size native: the model at the source resolution, optionally on tiles
+
+
+def perturbed_generator(norm: str = "instance", seed: int = 0) -> Generator:
+    """An untrained generator whose head is random and small: its output is not the identity (a
+    zero-initialised head makes every generator return its input)."""
+    torch.manual_seed(seed)
+    gen = Generator(3, ngf=4, n_res_blocks=1, norm=norm).eval()
+    with torch.no_grad():
+        gen.head.weight.normal_(0, 0.1)
+        gen.head.bias.normal_(0, 0.1)
+        for m in gen.modules():  # batch norm's running statistics away from (0, 1) too
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 2.0)
+    return gen
+
+
+@pytest.mark.parametrize("norm", ["instance", "batch"])
+def test_tiled_run_equals_the_untiled_one(norm):
+    gen = perturbed_generator(norm)
+    x = torch.rand(2, 5, 3, 40, 56, generator=torch.Generator().manual_seed(1)) * 2 - 1  # tiles 16: 3 x 4, ragged
+    with torch.no_grad():
+        whole, (h, c) = gen.run(x)
+        assert (whole - x).abs().max() > 0.3  # not the identity
+        y1, state = run_tiled(gen, x[:, :3], None, 16)  # two chunks, the state carried
+        y2, (h2, c2) = run_tiled(gen, x[:, 3:], state, 16)
+        torch.testing.assert_close(torch.cat([y1, y2], 1), whole, atol=1e-3, rtol=0)
+        torch.testing.assert_close((h2, c2), (h, c), atol=1e-3, rtol=0)
+        # A tile run on its own (its own norm statistics, no context) differs: the test can tell.
+        alone = gen.run(x[..., :16, :16])[0]
+        assert (alone - whole[..., :16, :16]).abs().max() > 1e-2
+
+
+def test_translate_stream_pads_to_the_stride_and_crops_back(carphone):
+    gen = perturbed_generator()
+    clip = next(video_io.iter_frames(carphone, chunk=6))[:, :, :45, :61]  # uint8 [6,3,45,61]: odd sizes
+    chunks = [clip[:4], clip[4:]]
+    streamed = list(translate_stream(gen, iter(chunks), 3, torch.device("cpu")))
+    out = torch.cat([y for _, y in streamed])
+    assert out.shape == (6, 3, 45, 61) and out.dtype == torch.uint8
+    with torch.no_grad():  # what it should be: the reflect-padded frames through the generator, cropped
+        padded = torch.nn.functional.pad(to_float(torch.from_numpy(clip)), (0, 3, 0, 3), mode="reflect")
+        expected = to_uint8(gen.run(padded[None])[0][0, :, :, :45, :61])
+    assert (out.int() - expected.int()).abs().max() <= 1
+    assert (out.int() - torch.from_numpy(clip).int()).abs().float().mean() > 5  # translated, not copied
+    # One frame per model call and tiles of 16 pixels give the same frames.
+    tiled = torch.cat([y for _, y in translate_stream(gen, iter(chunks), 3, torch.device("cpu"), 1, 16)])
+    assert (tiled.int() - out.int()).abs().max() <= 1
+
+
+def test_native_output_size_translates_at_the_source_resolution(runs, nets, carphone, tmp_path, capsys):
+    src = tmp_path / "carphone10.mp4"  # the first 10 frames, at the sample's 176x144
+    video_io.write_video(src, next(video_io.iter_frames(carphone, chunk=10)), CARPHONE_FPS)
+    out = tmp_path / "native.mp4"
+    code, stdout, _ = run_cli(capsys, translate_argv(runs, src, out, "--output_size", "native"))
+    assert code == 0 and "(176x144 at" in stdout
+    info = video_io.probe(out)
+    assert (info.num_frames, info.width, info.height) == (10, 176, 144)
+    chunks = video_io.iter_frames(src, None, chunk=T)  # no resize: the generator at 176x144
+    gen = translator(nets, "gen_ab")  # its EMA where the run keeps one
+    expected = np.concatenate([y.numpy() for _, y in translate_stream(gen, chunks, 3, torch.device("cpu"))])
+    frames = video_io.read_video(out)[0]
+    assert luma_psnr(frames, expected) > 30
+    # Not the model-size output resized up (what --output_size source writes).
+    source = tmp_path / "source.mp4"
+    assert main(translate_argv(runs, src, source, "--output_size", "source")) == 0
+    assert luma_psnr(video_io.read_video(source)[0], expected) < luma_psnr(frames, expected) - 5
+    # Tiles give the same frames (to a grey level; the codec then amplifies that a little).
+    tiled = tmp_path / "tiled.mp4"
+    assert main(translate_argv(runs, src, tiled, "--output_size", "native", "--tile", "64")) == 0
+    assert luma_psnr(video_io.read_video(tiled)[0], expected) > 30
+
+
+def test_native_output_size_of_an_odd_frame_folder(runs, nets, carphone, tmp_path):
+    frames = video_io.read_video(carphone, (25, 33))[0][:6]  # odd height and width: padded to 28x36 inside
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i, frame in enumerate(frames, 1):
+        Image.fromarray(np.ascontiguousarray(frame.transpose(1, 2, 0))).save(folder / f"{i}.png")
+    out = tmp_path / "shots.mp4"
+    assert main(translate_argv(runs, folder, out, "--output_size", "native", "--side_by_side")) == 0
+    info = video_io.probe(out)
+    assert (info.num_frames, info.width, info.height) == (6, 2 * 32, 24)  # even for yuv420p, side by side
+    written = video_io.read_video(out)[0]
+    expected = next(translate_stream(translator(nets, "gen_ab"), iter([frames]), 3, torch.device("cpu")))[1].numpy()
+    assert luma_psnr(written[..., :32], frames[:, :, :24, :32]) > 30  # the input, unresized, on the left
+    assert luma_psnr(written[..., 32:], expected[:, :, :24, :32]) > 30
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tile", "16"], "--tile needs --output_size native"),
+    (["--output_size", "native", "--tile", "18"], "--tile must be 0 or a positive multiple of 4"),
+])
+def test_tile_flag_is_checked(runs, carphone, tmp_path, capsys, flags, message):
+    out = tmp_path / "out.mp4"
+    code, _, err = run_cli(capsys, translate_argv(runs, carphone, out, *flags))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not out.exists()
