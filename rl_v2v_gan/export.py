@@ -35,7 +35,7 @@ from .config import ARCH_FLAGS, Config
 from .errors import UserError
 from .models.blocks import ConvLSTM
 from .models.generator import Generator
-from .train.checkpoint import check_config, check_streamed, resolve
+from .train.checkpoint import check_config, check_streamed, resolve, state_dict_mismatch
 from .utils.fs import atomic_path
 
 # The flags a generator's weights depend on (besides the channel count, input_shape's C); the rest of
@@ -62,14 +62,9 @@ def build_generator(flags: dict[str, Any]) -> Generator:
 
 def _assign(gen: Generator, tensors: dict[str, torch.Tensor], what: str) -> Generator:
     """Load ``tensors`` into ``gen`` (built on meta); mismatched keys or shapes are listed in the error."""
-    own = gen.state_dict()
-    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    shapes = sorted(f"{k} {list(tensors[k].shape)} vs {list(own[k].shape)}" for k in set(own) & set(tensors)
-                    if tensors[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
-        raise UserError(f"{what} does not match the generator: {'; '.join(parts)}")
+    problem = state_dict_mismatch(gen.state_dict(), tensors)
+    if problem:
+        raise UserError(f"{what} does not match the generator: {problem}")
     gen.load_state_dict(tensors, assign=True)
     return gen.eval().requires_grad_(False)
 

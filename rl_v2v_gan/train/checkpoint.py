@@ -438,21 +438,26 @@ def check_config(ckpt: Path, config: dict[str, Any]) -> None:
         raise UserError(f"checkpoint {ckpt} was trained with other networks: {'; '.join(diffs)}")
 
 
+def state_dict_mismatch(own: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> str | None:
+    """None when ``tensors`` has exactly the keys and shapes of ``own``, else the differences in one line
+    (missing, unexpected and mis-shaped keys, the first five of each)."""
+    missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
+    shapes = sorted(f"{k} {list(tensors[k].shape)} vs {list(own[k].shape)}" for k in set(own) & set(tensors)
+                    if tensors[k].shape != own[k].shape)
+    parts = [f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
+             for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
+    return "; ".join(parts) or None
+
+
 def load_networks(ckpt: Path, nets: torch.nn.Module) -> None:
     """Load network weights (safetensors only); mismatched keys or shapes are listed in the error."""
     try:
         weights = load_safetensors(read_checked(ckpt, "networks.safetensors"))
     except SafetensorError as e:
         raise UserError(f"checkpoint {ckpt}: unreadable networks.safetensors ({e})") from None
-    own = nets.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    shapes = sorted(f"{k} {list(weights[k].shape)} vs {list(own[k].shape)}" for k in set(own) & set(weights)
-                    if weights[k].shape != own[k].shape)
-    if missing or unexpected or shapes:
-        parts = [f"{label} ({len(items)}): {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
-                 for label, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)) if items]
-        raise UserError(f"checkpoint {ckpt} does not match the networks: {'; '.join(parts)}")
+    problem = state_dict_mismatch(nets.state_dict(), weights)
+    if problem:
+        raise UserError(f"checkpoint {ckpt} does not match the networks: {problem}")
     nets.load_state_dict(weights)
 
 
