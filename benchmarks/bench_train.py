@@ -83,9 +83,17 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
         if deadline and time.perf_counter() > deadline:
             break
     if count_flops:
-        with FlopCounterMode(display=False) as counter:
-            trainer.train_step(batch)
+        # FlopCounterMode's module hooks cannot run inside the R1 penalty's autograd.grad (torch raises
+        # "A leaf node was passed to _will_engine_execute_node"): the FLOPs are counted without R1
+        # (its double backward through the discriminators), the step time above includes it.
+        r1, trainer.r1_gamma = trainer.r1_gamma, 0.0
+        try:
+            with FlopCounterMode(display=False) as counter:
+                trainer.train_step(batch)
+        finally:
+            trainer.r1_gamma = r1
         out["flops_per_step"] = counter.get_total_flops()
+        out["flops_exclude_r1"] = r1 > 0
         out["flops_per_s"] = out["flops_per_step"] / out["step_s"]
         progress(out)
     return out

@@ -147,7 +147,8 @@ def prepare_folder(cfg: Config, log=print) -> ClipStore:
     if decoded or manifest != {k: previous.get(k) for k in manifest}:
         write_manifest(out, manifest)
     for stale in {e["file"] for e in old_entries.values()} - kept:  # videos removed from the dataset
-        if Path(stale).name == stale and stale.endswith(".npy"):  # only a store file, never a path elsewhere
+        inside = not Path(stale).is_absolute() and ".." not in Path(stale).parts
+        if inside and stale.endswith(".npy"):  # only a store file (split/name.npy), never a path elsewhere
             (out / stale).unlink(missing_ok=True)
     counts = ", ".join(f"{s} {len(v)}" for s, v in splits.items() if v)
     if decoded:

@@ -456,3 +456,23 @@ def test_short_training_video_is_still_an_error(dataset, footage):
         prepare(dataset)
     store, lines = prepare(dataset, skip_bad_videos=True)
     assert len(store.entries("trainA")) == 2 and any("a00.mp4" in line for line in lines)
+
+
+def test_a_tampered_store_manifest_cannot_delete_files_outside_the_store(dataset, tmp_path):
+    """The store deletes the files of removed videos by the names its manifest holds: a name that
+    leads outside the store (or is not a clip file) is never deleted."""
+    import json
+
+    store, _ = prepare(dataset)
+    outside = tmp_path / "precious.npy"
+    outside.write_text("user data")
+    manifest_path = store.root / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = dict(manifest["splits"]["trainB"][0])
+    entry.update(file=str(outside), source=str(dataset / "trainB" / "gone.mp4"))
+    manifest["splits"]["trainB"].append(entry)
+    relative = dict(entry, file="../../../precious.npy")
+    manifest["splits"]["trainB"].append(relative)
+    manifest_path.write_text(json.dumps(manifest))
+    prepare(dataset)
+    assert outside.read_text() == "user data"
