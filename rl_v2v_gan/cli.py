@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Architecture flags added after runs were already being trained, with the value such a run had:
+# its config.json lacks the key, and the new default (an EMA copy, say) would not match its weights.
+LEGACY_ARCH = {"disc_patch": False, "spectral_norm": False, "ema_decay": 0.0, "temporal_memory": True}
+
+
 def parse_config(argv: Sequence[str] | None = None) -> Config:
     """Parse flags (over an optional ``--config`` preset) into a validated Config.
 
@@ -68,6 +73,8 @@ def parse_config(argv: Sequence[str] | None = None) -> Config:
             saved, keys = model_flags(cfg.model), ARCH_FLAGS + DATA_FLAGS + ("direction",)
         else:
             saved, keys = _run_config(cfg), ARCH_FLAGS + DATA_FLAGS
+            if saved:  # a run saved before an architecture flag existed was trained without it
+                saved = {**LEGACY_ARCH, **saved}
         adopted = {k: saved[k] for k in keys if k in saved and k not in given}
         if adopted:
             cfg = make_config(**{**args, **adopted})

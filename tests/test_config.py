@@ -294,3 +294,24 @@ def test_prepare_data_command_is_idempotent(tmp_path):
     assert "up to date" in second.stdout
     assert store_files(store) == before  # nothing rewritten
     assert list(tmp_path.rglob("manifest.json")) == manifests
+
+
+def test_a_run_saved_before_the_new_architecture_flags_is_read_with_the_values_it_had(tmp_path):
+    """Its config.json lacks ema_decay & co.: the new defaults (an EMA copy) would not match its
+    weights, so eval / translate take the values such a run was trained with."""
+    import json
+
+    run = tmp_path / "old"
+    run.mkdir()
+    saved = make_config(ngf=8).to_dict()
+    for key in ("ema_decay", "disc_patch", "spectral_norm", "temporal_memory"):
+        saved.pop(key)
+    (run / "config.json").write_text(json.dumps(saved))
+    argv = ["--mode", "eval", "--checkpoint_dir", str(tmp_path), "--checkpoint_name", "old"]
+    cfg = parse_config(argv)
+    assert (cfg.ema_decay, cfg.disc_patch, cfg.spectral_norm, cfg.temporal_memory, cfg.ngf) == (0.0, False, False,
+                                                                                                 True, 8)
+    assert parse_config(argv + ["--ema_decay", "0.99"]).ema_decay == 0.99  # given on the command line: it wins
+    saved["ema_decay"] = 0.999  # a run that has the key keeps its value
+    (run / "config.json").write_text(json.dumps(saved))
+    assert parse_config(argv).ema_decay == 0.999
