@@ -37,7 +37,8 @@ def translator(nets, name: str) -> nn.Module:
     """The generator to translate with: its EMA (``<name>_ema``) where the run keeps one, else ``name``.
 
     Works on any object with generator attributes (a baseline without EMA copies too)."""
-    return getattr(nets, f"{name}_ema", None) or getattr(nets, name)
+    ema = getattr(nets, f"{name}_ema", None)
+    return getattr(nets, name) if ema is None else ema
 
 
 class Networks(nn.Module):
