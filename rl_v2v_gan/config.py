@@ -86,6 +86,8 @@ class Config:
     r1_gamma: float = _f(1.0, "weight of the R1 penalty gamma/2 |grad D(real)|^2 on the discriminators; 0: none")
     spectral_norm: bool = _f(False, "spectral normalisation on every discriminator layer")
     disc_patch: bool = _f(False, "PatchGAN frame discriminator: a map of local logits instead of one per frame")
+    diff_augment: str = _f("", "DiffAugment: differentiable transforms applied alike to real and generated "
+                           "discriminator inputs, comma-separated (translation, cutout); empty: none")
     batch_size: int = _f(4, "clips per step (per rank under torchrun)")
     epochs: int = _f(10, "training epochs")
     steps_per_epoch: int = _f(100, "training steps per epoch")
@@ -251,6 +253,12 @@ class Config:
             bad("pool_size", "must be non-negative", self.pool_size)
         if not self.r1_gamma >= 0:
             bad("r1_gamma", "must be non-negative", self.r1_gamma)
+        from .losses.augment import parse_policy  # here: the config module stays free of torch
+
+        try:
+            parse_policy(self.diff_augment)
+        except ValueError as e:
+            bad("diff_augment", str(e), self.diff_augment)
         for name in ("sigma1", "sigma2"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 bad(name, "must be in [0, 1]", getattr(self, name))

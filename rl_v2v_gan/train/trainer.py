@@ -17,6 +17,7 @@ from torch import nn
 from ..config import Config
 from ..data.dataset import to_float
 from ..losses import gan_losses as G
+from ..losses.augment import diff_augment, parse_policy
 from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
 from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout, steps_left
@@ -63,6 +64,7 @@ class Trainer:
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
         self.pools = {d: HistoryPool(cfg.pool_size) for d in DOMAINS} if cfg.pool_size > 0 else {}
         self.r1_gamma = cfg.r1_gamma
+        self.augment = parse_policy(cfg.diff_augment)  # DiffAugment: applied alike to real and generated
         if self.r1_gamma > 0 and self.ddp:
             # The penalty needs a double backward, which DistributedDataParallel does not support.
             self.r1_gamma = 0.0
@@ -179,24 +181,31 @@ class Trainer:
                                  f"(see --max_nonfinite_steps)")
         return logs
 
+    def _augment(self, x: torch.Tensor) -> torch.Tensor:
+        """What a discriminator is shown of ``x`` (frames ``[N,C,H,W]`` or clips ``[B,T,C,H,W]``):
+        ``--diff_augment``'s random transforms, fresh per call, or ``x`` itself."""
+        return diff_augment(x, self.augment) if self.augment else x
+
     def _d_phase(self, real, fake, logs) -> bool:
         mode, r1 = self.cfg.gan_mode, self.r1_gamma
+        aug = self._augment
         loss_frame = loss_video = penalty = 0.0
         with self.autocast():
             for d in DOMAINS:  # disc_d: real d frames vs translated-into-d frames
                 # The generated clips this step shows: fresh, or partly from the history pool.
                 shown = self.pools[d].query(fake[d].detach()) if self.pools else fake[d].detach()
-                r = real[d].flatten(0, 1).detach().requires_grad_(r1 > 0)  # [B*T,C,H,W]
+                # R1 is taken at the input the discriminator sees (the augmented one, as in ADA).
+                r = aug(real[d].detach().flatten(0, 1)).requires_grad_(r1 > 0)  # [B*T,C,H,W]
                 disc = self.net(f"disc_{d}")
                 real_logits = disc(r)
-                loss_frame = loss_frame + G.discriminator_loss(real_logits, disc(shown.flatten(0, 1)), mode)
+                loss_frame = loss_frame + G.discriminator_loss(real_logits, disc(aug(shown.flatten(0, 1))), mode)
                 if r1 > 0:
                     penalty = penalty + G.r1_penalty(real_logits, r)
                 if self.rl:
                     vd = self.net(f"vdisc_{d}")
-                    clips = real[d].detach().requires_grad_(r1 > 0)
+                    clips = aug(real[d].detach()).requires_grad_(r1 > 0)
                     real_logits = vd(clips)
-                    loss_video = loss_video + G.discriminator_loss(real_logits, vd(shown), mode)
+                    loss_video = loss_video + G.discriminator_loss(real_logits, vd(aug(shown)), mode)
                     if r1 > 0:
                         penalty = penalty + G.r1_penalty(real_logits, clips)
         loss = loss_frame + loss_video + 0.5 * r1 * penalty
@@ -278,9 +287,10 @@ class Trainer:
             with self.autocast():
                 for x in DOMAINS:  # direction x -> y
                     y = OTHER[x]
-                    add("adv", G.generator_adv_loss(getattr(nets, f"disc_{y}")(fake[y].flatten(0, 1)), mode))
+                    shown = self._augment(fake[y].flatten(0, 1))
+                    add("adv", G.generator_adv_loss(getattr(nets, f"disc_{y}")(shown), mode))
                     if self.rl and cfg.lambda_v > 0:
-                        add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(fake[y]), mode))
+                        add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(self._augment(fake[y])), mode))
                     if cfg.cycle_weight > 0:
                         add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
                     if cfg.lambda_idt > 0:  # gen_xy on a real y frame should leave it as it is

@@ -194,8 +194,28 @@ def test_patch_discriminator_gives_a_map_of_logits_and_the_rl_cost_reduces_it(ti
     assert all(torch.isfinite(torch.tensor(v)) for v in logs.values())
 
 
+def test_diff_augment_shows_both_phases_augmented_inputs_and_leaves_the_rl_reward_plain(tiny_config, make_trainer,
+                                                                                       make_batch):
+    """With cutout every discriminator input of the D phase (real and generated) and of the G phase
+    carries a zeroed square in every sample; the rollouts' rewards read the plain discriminators."""
+    for policy, want in (("cutout", 3), ("", 0)):
+        trainer = make_trainer(tiny_config(method="rl_v2v_gan", diff_augment=policy))
+        seen = {"disc_b": [], "vdisc_b": []}
+        for name, calls in seen.items():
+            def hook(module, args, calls=calls):
+                x = args[0]
+                holes = (x == 0).all(dim=-3).flatten(0, -3).flatten(1).sum(1)  # zeroed pixels per frame
+                calls.append(bool((holes >= 16).all()))
+            getattr(trainer.nets, name).register_forward_pre_hook(hook)
+        trainer.train_step(make_batch())
+        for name, calls in seen.items():
+            assert sum(calls) == want, (policy, name, calls)  # D: real + generated; G: generated
+            assert calls.count(False) >= 1  # the rollout's reward: the discriminator on plain frames
+
+
 @pytest.mark.parametrize("flag, value", [("learning_rate_d", 0.0), ("lr_decay", 1.5), ("ema_decay", 1.0),
-                                         ("pool_size", -1), ("r1_gamma", -1.0)])
+                                         ("pool_size", -1), ("r1_gamma", -1.0),
+                                         ("diff_augment", "color")])
 def test_bad_stabiliser_values_name_the_flag(flag, value):
     with pytest.raises(ConfigError, match=flag):
         make_config(**{flag: value})
