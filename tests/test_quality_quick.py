@@ -48,7 +48,7 @@ def test_quality_quick_mode_produces_the_curves_and_caches_each_run(tmp_path):
     assert fewshot["trainB"] < standard["trainB"] and fewshot["trainA"] == standard["trainA"]
     table = proc.stdout.splitlines()
     assert sum(line.startswith("| standard | night |") or line.startswith("| fewshot | night |")
-               for line in table) == 3 * 2 * len(LABELS)  # the last-point table and the two curve tables
+               for line in table) == 5 * 2 * len(LABELS)  # last point, PSNR, SSIM, intervals, temporal error
     assert len(list((tmp_path / "work" / "cache").glob("*.json"))) == 2 * (len(LABELS) - 1)
     assert (tmp_path / "curves.svg").read_text().startswith("<svg")
 
@@ -86,3 +86,26 @@ def test_the_changes_are_of_the_kinds_they_claim():
     assert np.abs(quality.sharpen(clip, 0).astype(float) - f).mean() > 5
     # night: mostly brightness
     assert (quality.night(clip, 0).astype(float) * luma).sum(1).mean() < 0.5 * (f * luma).sum(1).mean()
+    # lowlight: darker, with noise that is independent from frame to frame, and a clean version
+    still = np.repeat(rng.integers(40, 216, (1, 3, 16, 16), dtype=np.uint8), 6, axis=0)  # a static scene
+    noisy, clean = quality.lowlight(still, 0).astype(float), quality.clean_lowlight(still, 0).astype(float)
+    assert np.array_equal(clean, np.repeat(clean[:1], 6, axis=0))  # clean: static stays static
+    assert (clean * luma).sum(1).mean() < 0.5 * (still.astype(float) * luma).sum(1).mean()
+    noise = (noisy - clean) / 255.0
+    assert 0.025 < noise.std() < 0.06 and abs(noise.mean()) < 0.01
+    steps = np.diff(noisy, axis=0) / 255.0  # frame-to-frame change of a static scene: the noise's flicker
+    assert np.abs(steps).mean() > 0.02
+    assert abs(np.corrcoef(noise[:-1].ravel(), noise[1:].ravel())[0, 1]) < 0.1  # independent per frame
+
+
+def test_lowlight_scores_a2b_against_the_clean_change_and_prints_intervals(tmp_path):
+    rows, proc = _quality(tmp_path, "--variants", "standard", "--changes", "lowlight", "--methods", "cycle_gan")
+    identity = next(r for r in rows if r["method"] == "identity")
+    m = identity["test"]["b2a"]
+    assert len(m["per_clip"]["psnr"]) == m["n_clips"] and m["ci95"]["psnr"][0] <= m["psnr"] <= m["ci95"]["psnr"][1]
+    # b2a's input is noisy and its ground truth clean: the identity copies the noise's flicker.
+    assert m["flicker_gt"] > 1.0
+    assert "bootstrap 95 % interval" in proc.stdout
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("| standard | lowlight | cycle_gan | 1 | ")
+                and "[" in l)
+    assert line.count("[") == 6  # an interval for each of PSNR, temporal error, flicker_gt, both ways

@@ -43,6 +43,7 @@ SAMPLE_SEED = 0
 TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "video_psnr",
               "video_ssim", "fid", "kid")
 VIDEO_KEYS = ("video_psnr", "video_ssim", "video_temporal_error")
+GT_KEYS = ("psnr", "ssim", "temporal_error", "flicker_gt")  # the metrics against paired ground truth
 
 
 def _run(gen, x: torch.Tensor, state):
@@ -171,8 +172,13 @@ class VideoEvaluator:
             if self.fid.available:
                 self.fid.update(y.flatten(0, 1), real=False)
         out: dict[str, Any] = {k: M.finite_or_none(float(torch.cat(v).mean())) for k, v in sums.items()}
-        for k in ("psnr", "ssim", "temporal_error", "flicker_gt"):
+        for k in GT_KEYS:
             out.setdefault(k, None)
+        # Per test clip (a fixed set in a fixed order, so runs scored here line up clip by clip) and
+        # the bootstrap 95 % interval of each mean over clips: how much the test set alone moves it.
+        per_clip = {k: torch.cat(sums[k]) for k in GT_KEYS if k in sums}
+        out["per_clip"] = {k: v.tolist() for k, v in per_clip.items()}
+        out["ci95"] = {k: M.bootstrap_ci(v) for k, v in per_clip.items()}
         out.update(video)
         out.update({"n_clips": n_clips, "ground_truth": test.has_ground_truth})
         if self.fid.available:

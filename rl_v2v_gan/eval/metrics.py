@@ -1,4 +1,4 @@
-"""Video quality metrics: PSNR, SSIM, temporal error, flicker ratio, FID and KID.
+"""Video quality metrics: PSNR, SSIM, temporal error, flicker ratio, FID and KID; bootstrap intervals.
 
 Videos are ``[B, T, C, H, W]`` floats in [-1, 1]; every metric maps them to [0, 1] first, so the
 numbers match the usual image-metric conventions (data range 1) whatever the model's output range.
@@ -119,6 +119,27 @@ def flicker_ratio(output: Tensor, source: Tensor) -> Tensor:
     out_motion = _frame_deltas(output).abs().mean(dim=(1, 2, 3, 4))
     src_motion = _frame_deltas(source).abs().mean(dim=(1, 2, 3, 4))
     return out_motion.clamp(min=FLICKER_FLOOR) / src_motion.clamp(min=FLICKER_FLOOR)
+
+
+def bootstrap_ci(values: Tensor, level: float = 0.95, resamples: int = 2000, seed: int = 0
+                 ) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of a mean over test clips (the clips are the sample).
+
+    ``values`` is ``[N]`` (one per clip) or ``[S, N]`` (S runs, e.g. seeds, scored on the same N
+    clips): each resample draws N clips with replacement, the same clips for every run, and takes
+    the mean over clips and runs. Deterministic (``seed``); None with fewer than 2 clips or any
+    non-finite value (an interval over a subset would describe other clips).
+    """
+    v = torch.as_tensor(values, dtype=torch.float64)
+    v = v.reshape(-1, v.shape[-1]) if v.dim() else v.reshape(1, 1)
+    n = v.shape[-1]
+    if n < 2 or not torch.isfinite(v).all():
+        return None
+    idx = torch.randint(0, n, (resamples, n), generator=torch.Generator().manual_seed(seed))
+    means = v[:, idx].mean(dim=(0, 2))  # [resamples]
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64)
+    lo, hi = torch.quantile(means, q).tolist()
+    return lo, hi
 
 
 def finite_or_none(x: float) -> float | None:

@@ -15,7 +15,7 @@ from rl_v2v_gan.eval.evaluator import VideoEvaluator, paired_metrics
 
 KEYS = {"psnr", "ssim", "temporal_error", "flicker_gt", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid", "fid_info", "n_clips",
         "ground_truth", "kid", "kid_std", "video_psnr", "video_ssim", "video_temporal_error", "video_frames",
-        "video_count"}
+        "video_count", "per_clip", "ci95"}
 
 
 class Identity(torch.nn.Module):
@@ -47,6 +47,12 @@ def test_identity_on_synthetic_gives_the_ground_truth_gap(tiny_config, no_weight
         assert m["video_frames"] == cfg.synthetic_test_clips * cfg.clip_length
         assert m["video_psnr"] == pytest.approx(m["psnr"], rel=1e-6)
         assert m["video_ssim"] == pytest.approx(m["ssim"], rel=1e-6)
+        # The per-clip values behind each mean, and a bootstrap interval around it.
+        assert set(m["per_clip"]) == set(m["ci95"]) == {"psnr", "ssim", "temporal_error", "flicker_gt"}
+        for k, values in m["per_clip"].items():
+            assert len(values) == m["n_clips"] and sum(values) / len(values) == pytest.approx(m[k], rel=1e-5)
+            lo, hi = m["ci95"][k]
+            assert min(values) <= lo <= m[k] <= hi <= max(values)
 
 
 def test_eval_mode_writes_metrics_json_for_every_checkpoint(tmp_path, capsys, no_weights_anywhere):

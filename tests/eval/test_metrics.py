@@ -400,3 +400,26 @@ def test_fid_inception_path_end_to_end(
     # KID from the same network and the same features (subsets of all 3 frames), with FID's warning.
     assert math.isfinite(result["kid"]) and result["kid_subset_size"] == 3
     assert "3 real and 3 generated frames" in result["warning"]
+
+
+def test_bootstrap_ci_covers_the_mean_and_narrows_with_more_clips():
+    rng = np.random.default_rng(0)
+    small = torch.from_numpy(rng.normal(20.0, 2.0, 10))
+    big = torch.from_numpy(rng.normal(20.0, 2.0, 400))
+    lo_s, hi_s = metrics.bootstrap_ci(small)
+    lo_b, hi_b = metrics.bootstrap_ci(big)
+    assert lo_s < float(small.mean()) < hi_s and lo_b < float(big.mean()) < hi_b
+    # The normal-theory half-width 1.96 s / sqrt(n), within the bootstrap's own noise.
+    assert (hi_b - lo_b) / 2 == pytest.approx(1.96 * float(big.std()) / 20.0, rel=0.15)
+    assert hi_b - lo_b < (hi_s - lo_s) / 3
+    assert metrics.bootstrap_ci(small) == (lo_s, hi_s)  # deterministic
+
+
+def test_bootstrap_ci_over_runs_resamples_the_same_clips_for_every_run():
+    clip_effect = torch.linspace(10.0, 30.0, 12)
+    runs = torch.stack([clip_effect, clip_effect + 1.0])  # two seeds: the same clips, one dB apart
+    lo, hi = metrics.bootstrap_ci(runs)
+    single = metrics.bootstrap_ci(clip_effect + 0.5)  # the runs' mean per clip
+    assert (lo, hi) == pytest.approx(single)
+    assert metrics.bootstrap_ci(torch.tensor([3.0])) is None
+    assert metrics.bootstrap_ci(torch.tensor([1.0, float("inf")])) is None
