@@ -78,15 +78,15 @@ class Config:
                               "--learning_rate_d)")
     learning_rate_d: float | None = _f(None, "Adam learning rate of the discriminators (TTUR); default "
                                        "--learning_rate")
-    lr_decay: float = _f(0.5, "decay every learning rate linearly to 0 over this last fraction of the run "
-                         "(CycleGAN's 0.5); 0 keeps it constant")
+    lr_decay: float = _f(0.0, "decay every learning rate linearly to 0 over this last fraction of the run "
+                         "(CycleGAN: 0.5); 0 keeps it constant")
     ema_decay: float = _f(0.999, "keep an exponential moving average of the generators (decay per step, warmed "
                           "up as min(decay, (1+t)/(10+t))) and evaluate and translate with it; 0: none")
     pool_size: int = _f(0, "history pool of generated clips shown to the discriminators (CycleGAN: 50); 0: none")
     r1_gamma: float = _f(1.0, "weight of the R1 penalty gamma/2 |grad D(real)|^2 on the discriminators; 0: none")
     spectral_norm: bool = _f(False, "spectral normalisation on every discriminator layer")
     disc_patch: bool = _f(False, "PatchGAN frame discriminator: a map of local logits instead of one per frame")
-    diff_augment: str = _f("", "DiffAugment: differentiable transforms applied alike to real and generated "
+    diff_augment: str = _f("translation,cutout", "DiffAugment: differentiable transforms applied alike to real and generated "
                            "discriminator inputs, comma-separated (translation, cutout); empty: none")
     batch_size: int = _f(4, "clips per step (per rank under torchrun)")
     epochs: int = _f(10, "training epochs")
