@@ -46,6 +46,7 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
     cfg = make_config(method=method, input_shape=tuple(args.input_shape), batch_size=args.batch_size, ngf=args.ngf,
                       ndf=args.ndf, buffer_size=args.buffer_size, amp=args.amp, compile=args.compile,
                       device=args.device, actor_start_step=0,
+                      activation_checkpointing=getattr(args, "activation_checkpointing", "auto"),
                       **{k: getattr(args, k) for k in ("gan_mode", "lambda_rr", "lambda_rc") if hasattr(args, k)})
     trainer = build_trainer(cfg, device, DistInfo())
     t, h, w, c = cfg.input_shape
@@ -64,6 +65,18 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
         trainer.train_step(batch)
     sync()
     out["warmup_s"] = time.perf_counter() - start
+    if device.type == "cuda":  # host-device syncs of a step between logging steps (logs read later)
+        import warnings
+
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                trainer.train_step(batch, read=False)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        trainer.read_logs()
+        out["syncs_per_step"] = sum("synchroniz" in str(w.message) for w in caught)
     progress(out)
     if device.type == "cuda":  # the steady-state peak, warm-up (autotuning, compilation) aside
         torch.cuda.reset_peak_memory_stats()
@@ -111,6 +124,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="none", choices=("none", "auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--activation_checkpointing", default="auto", choices=("auto", "on", "off"))
     p.add_argument("--gan_mode", default="vanilla", choices=("vanilla", "lsgan"))
     p.add_argument("--lambda_rr", type=float, default=10.0)
     p.add_argument("--lambda_rc", type=float, default=10.0)
@@ -132,7 +146,7 @@ def main() -> None:
     base = next((r for r in rows if r["method"] == "recycle_gan"), rows[0])
     t, h, w, c = args.input_shape
     print(f"config: {t}x{h}x{w}x{c}, batch {args.batch_size}, ngf {args.ngf}, ndf {args.ndf}, amp {args.amp}, "
-          f"compile {args.compile}, device {rows[0].get('device_name', rows[0]['device'])}, "
+          f"compile {args.compile}, activation checkpointing {args.activation_checkpointing}, device {rows[0].get('device_name', rows[0]['device'])}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'method':<12}{'step s':>9}{'clips/s':>9}{'x recycle':>11}{'GFLOP/step':>12}{'GFLOP/s':>10}"
           f"{'MFU':>7}{'peak MiB':>10}{'mem x':>7}")

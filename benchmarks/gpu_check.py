@@ -88,15 +88,17 @@ def part_conv3d(sizes, report) -> None:
     report({"device": device, "rows": rows, "ok": not bad or device == "cpu", "note": note})
 
 
-def part_bench(sizes, report, amps=("none", "bf16"), compile_=False, method="rl_v2v_gan") -> None:
+def part_bench(sizes, report, amps=("none", "bf16"), compile_=False, method="rl_v2v_gan",
+               checkpointing="off") -> None:
     from bench_train import measure
 
     rows = []
     for amp in amps:
         args = SimpleNamespace(input_shape=list(sizes.bench_shape), batch_size=sizes.bench_batch,
                                ngf=sizes.bench_width, ndf=sizes.bench_width, buffer_size=10000, amp=amp,
-                               compile=compile_, device="auto", steps=sizes.bench_steps, warmup=sizes.bench_warmup)
-        row: dict = {"method": method, "amp": amp, "compile": compile_}
+                               compile=compile_, device="auto", steps=sizes.bench_steps, warmup=sizes.bench_warmup,
+                               activation_checkpointing=checkpointing)
+        row: dict = {"method": method, "amp": amp, "compile": compile_, "activation_checkpointing": checkpointing}
         rows.append(row)
         try:
             # FLOPs are the same in every precision: counted once, on the eager fp32 step.
@@ -356,6 +358,8 @@ def plan(sizes) -> list[tuple[str, str, dict]]:
     """(key, part, kwargs) in the order they run: the checks first, compilation (the slowest) last."""
     steps = [("conv3d", "conv3d", {}), ("tests", "tests", {})]
     steps += [(f"bench/{m}", "bench", {"method": m}) for m in METHODS]
+    # Peak memory and step time with activation checkpointing (the 24 GiB target of DESIGN §9).
+    steps += [("bench/rl_v2v_gan+checkpointing", "bench", {"method": "rl_v2v_gan", "checkpointing": "on"})]
     steps += [("curves", "curves", {}), ("translate", "translate", {}), ("memory", "memory", {})]
     steps += [(f"compile/{m}", "compile", {"method": m}) for m in sizes.compile_methods]
     return steps
@@ -457,22 +461,24 @@ def _markdown(results: dict) -> str:
         if key.startswith(("bench/", "compile/")):
             continue
         lines.append(f"| {key} | {_summary(key, part)} | {part.get('seconds', '')} |")
-    lines += ["", "| method | precision | step s | steps | warm-up s | TFLOP/s | MFU | peak GiB | skipped |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| method | precision | step s | steps | warm-up s | TFLOP/s | MFU | peak GiB | skipped | syncs/step |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, part in parts.items():
         if not key.startswith(("bench/", "compile/")):
             continue
         if not part.get("rows"):
-            lines.append(f"| {key} | | {part.get('error', '')} | | | | | | |")
+            lines.append(f"| {key} | | {part.get('error', '')} | | | | | | | |")
         for r in part.get("rows", []):
             fp32 = "fp32 (TF32 conv)" if r.get("device_name") else "fp32"
             prec = {"none": fp32}.get(r["amp"], r["amp"]) + (" + compile" if r.get("compile") else "")
+            prec += " + checkpointing" if r.get("activation_checkpointing") == "on" else ""
             step = f"{r['step_s']:.3f}" if r.get("step_s") else (r.get("error") or part.get("error", "")).split(";")[0]
             mfu = f"{r['mfu']:.1%}" if r.get("mfu") else "n/a"
             tflops = f"{r['tflops_per_s']:.1f}" if r.get("tflops_per_s") else "n/a"
             peak = f"{r['peak_mem_mib'] / 1024:.1f}" if r.get("peak_mem_mib") else ""
             lines.append(f"| {r['method']} | {prec} | {step} | {r.get('steps_timed', '')} | "
-                         f"{r.get('warmup_s', 0):.1f} | {tflops} | {mfu} | {peak} | {r.get('skipped_updates', '')} |")
+                         f"{r.get('warmup_s', 0):.1f} | {tflops} | {mfu} | {peak} | {r.get('skipped_updates', '')} | "
+                         f"{r.get('syncs_per_step', 'n/a')} |")
     return "\n".join(lines) + "\n"
 
 

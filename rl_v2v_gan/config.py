@@ -123,7 +123,8 @@ class Config:
     eval_batches: int = _f(5, "test batches evaluated after each epoch and in eval mode")
     all_checkpoints: bool = _f(False, "eval mode: evaluate every checkpoint of the run into one table")
     fid_weights: str | None = _f(None, "Inception weights file for FID (else RLV2V_FID_WEIGHTS or the torch hub cache)")
-    log_every: int = _f(10, "steps between TensorBoard scalar writes")
+    log_every: int = _f(10, "steps between read-backs of the losses from the device (one transfer; "
+                              "log.jsonl still gets every step) and TensorBoard scalar writes")
     keep_checkpoints: int | None = _f(None, "keep only the newest N checkpoints of the run (default: all); only the "
                                       "newest holds the replay buffer")
     save_every_steps: int | None = _f(None, "also checkpoint every N steps within an epoch (a killed run loses at most "
@@ -136,6 +137,10 @@ class Config:
     amp: str = _f("none", "mixed precision on CUDA: auto = bf16 on CUDA, none on CPU",
                   choices=("none", "auto", "bf16", "fp16"))
     compile: bool = _f(False, "torch.compile the networks (made for CUDA; works on CPU too)")
+    activation_checkpointing: str = _f("auto", "recompute the generators' and predictors' activations in the "
+                                       "backward pass instead of storing them (less memory, about a third more "
+                                       "generator compute); auto = on where a CUDA device's memory would be short",
+                                       choices=("auto", "on", "off"))
 
     # --- translate -----------------------------------------------------------------------------
     input: str | None = _f(None, "translate: input video file or frames folder")
@@ -249,6 +254,9 @@ class Config:
             bad("lr_decay", "must be in [0, 1]", self.lr_decay)
         if not 0.0 <= self.ema_decay < 1.0:
             bad("ema_decay", "must be in [0, 1)", self.ema_decay)
+        if self.activation_checkpointing == "on" and self.norm == "batch":
+            bad("activation_checkpointing", "needs --norm instance (a recomputed batch norm would update its running "
+                "statistics twice)", self.activation_checkpointing)
         if self.pool_size < 0:
             bad("pool_size", "must be non-negative", self.pool_size)
         if not self.r1_gamma >= 0:

@@ -14,6 +14,12 @@ copies the last frame, while the output stays bounded and smooth.
 heavy residual blocks sit at the bottleneck, the ConvLSTM's hidden state has half the bottleneck
 width, and the predictor starts at half the width and downsamples once more. At 256x256 and
 ngf = 64 this is about 51 GFLOP per generator frame and 12 GFLOP per predictor call (p = 2).
+
+**Activation checkpointing** (DESIGN §9, ``--activation_checkpointing``; ``checkpointing = True``):
+the encoder levels, the bottleneck, each ConvLSTM time step and each decoder level keep only
+their inputs and outputs for the backward pass and recompute what is inside them (the
+full-resolution convolution and normalisation outputs), trading about a third more generator
+compute for the activation memory that dominates at 256x256. Same values and gradients.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from torch.utils.checkpoint import checkpoint
 
 from .blocks import ConvLSTM, ResidualBlock, make_norm
 
@@ -83,6 +91,7 @@ class Generator(nn.Module):
         self.narrow = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in reversed(range(downsamples)))
         self.up = nn.ModuleList(_conv_norm_relu(widths[i], widths[i], norm) for i in reversed(range(downsamples)))
         self.head = nn.Conv2d(widths[0], channels, 7, padding=3, padding_mode="reflect")
+        self.checkpointing = False  # set by Networks.set_checkpointing
         if residual:  # start from the identity: the residual is exactly 0 before training
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -95,10 +104,12 @@ class Generator(nn.Module):
         """
         check_clip(x, self.channels, type(self).__name__)
         b, t = x.shape[:2]
-        skips = [self.stem(x.flatten(0, 1))]  # [BT,w0,H,W]
+        seg = self._segment
+        skips = [seg(self.stem, x.flatten(0, 1))]  # [BT,w0,H,W]
         for down in self.down:
-            skips.append(down(skips[-1]))  # [BT,w_i,H/2^i,W/2^i]
-        feat = self.bottleneck(skips.pop())  # [BT,wL,H/2^L,W/2^L]
+            skips.append(seg(down, skips[-1]))  # [BT,w_i,H/2^i,W/2^i]
+        feat = seg(self.bottleneck, skips.pop())  # [BT,wL,H/2^L,W/2^L]
+        self.lstm.checkpointing = self.checkpointing
         if self.temporal:
             hidden, state = self.lstm(feat.unflatten(0, (b, t)), state)  # [B,T,wL/2,h,w]
         else:  # every frame on its own: a sequence of length 1 from the zero state; nothing is carried
@@ -110,14 +121,25 @@ class Generator(nn.Module):
             last = lambda y: y.unflatten(0, (b, t))[:, -1]  # noqa: E731
             feat, skips, base, t = last(feat), [last(s) for s in skips], x[:, -1:], 1
         for narrow, up, skip in zip(self.narrow, self.up, reversed(skips)):
-            y = F.interpolate(narrow(feat), size=skip.shape[-2:], mode="nearest")
-            feat = up(y + skip)
+            feat = seg(_decode_level, narrow, up, feat, skip)
         delta = self.head(feat).unflatten(0, (b, t))  # [B,T',C,H,W]
         out = residual_output(delta, base) if self.residual else torch.tanh(delta)
         return out.to(delta.dtype), state
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         return self.run(x, state)[0]
+
+    def _segment(self, fn, *args):
+        """``fn(*args)``, recomputed in the backward pass instead of stored while checkpointing."""
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+
+def _decode_level(narrow: nn.Module, up: nn.Module, feat: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+    """One decoder level: narrow the deeper features, upsample them to the skip's size, add, convolve."""
+    y = F.interpolate(narrow(feat), size=skip.shape[-2:], mode="nearest")
+    return up(y + skip)
 
 
 def predictor_downsamples(frame_size: tuple[int, int]) -> int:

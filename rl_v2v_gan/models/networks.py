@@ -87,11 +87,16 @@ class Networks(nn.Module):
         return [(getattr(self, f"{n}_target"), getattr(self, n)) for n in self.target_names]
 
     @torch.no_grad()
-    def ema_update(self, step: int) -> None:
-        """Fold the online generators into their EMA after optimizer step ``step`` (0-based)."""
-        decay = ema_decay_at(step, self.ema_decay)
+    def ema_update(self, step: int, applied: torch.Tensor | None = None) -> None:
+        """Fold the online generators into their EMA after optimizer step ``step`` (0-based).
+
+        ``applied`` (a 0-d bool tensor) is whether that step was taken: the average follows the
+        generators' updates, not skipped steps, decided on the device."""
+        tau = 1.0 - ema_decay_at(step, self.ema_decay)
+        if applied is not None:
+            tau = applied.float() * tau
         for name in self.ema_names:
-            soft_update(getattr(self, f"{name}_ema"), getattr(self, name), 1.0 - decay)
+            soft_update(getattr(self, f"{name}_ema"), getattr(self, name), tau)
 
     def train(self, mode: bool = True) -> "Networks":
         super().train(mode)
@@ -100,6 +105,13 @@ class Networks(nn.Module):
         for name in self.ema_names:
             getattr(self, f"{name}_ema").eval()
         return self
+
+    def set_checkpointing(self, on: bool) -> None:
+        """Activation checkpointing (``--activation_checkpointing``) in the networks that are
+        trained through long graphs: the generators and predictors (targets and EMA copies run
+        without gradients, where it changes nothing)."""
+        for name in self.roles["G"]:
+            getattr(self, name).checkpointing = on
 
     def summary(self) -> str:
         lines = [f"networks ({self.method}):"]

@@ -99,8 +99,10 @@ def greedy_action(policy: Policy, state: torch.Tensor, left: torch.Tensor, a1: t
 
 @dataclass
 class RolloutStats:
-    greedy_a1_share: float  # among greedy choices, the share that took a1
-    mean_cost: float
+    """0-d tensors on the rollout's device (read back with the step's other logs)."""
+
+    greedy_a1_share: torch.Tensor  # among greedy choices, the share that took a1
+    mean_cost: torch.Tensor
 
 
 @torch.no_grad()
@@ -148,7 +150,7 @@ def rollout(policy: Policy, disc_d: nn.Module, vdisc_d: nn.Module, real: torch.T
                      ts.flatten())
     pick, explored = torch.stack(picks, 1), torch.stack(explored_all, 1)
     greedy = ~explored
-    share = float((pick & greedy).sum() / greedy.sum().clamp(min=1))
-    return tr, RolloutStats(share, float(cost.mean()))
+    share = (pick & greedy).sum() / greedy.sum().clamp(min=1)
+    return tr, RolloutStats(share, cost.mean())
 
 

@@ -181,16 +181,16 @@ class ReplayBuffer:
         self.pos, self.size = pos, size
 
 
-def mix(fresh: Transitions, buffer: ReplayBuffer, sigma1: float) -> tuple[Transitions, float]:
+def mix(fresh: Transitions, buffer: ReplayBuffer, sigma1: float) -> tuple[Transitions, torch.Tensor]:
     """The critic's minibatch: element i is a uniform draw from ``buffer`` with probability sigma1
     (once the buffer holds a full minibatch), else the fresh transition i. Returns the minibatch
-    and the share drawn from the buffer."""
+    and the share drawn from the buffer (a 0-d tensor, not read back here)."""
     n = len(fresh)
     device = fresh.state.device
     if len(buffer) < n or sigma1 == 0.0:
-        return fresh, 0.0
+        return fresh, torch.zeros((), device=device)
     use_buffer = torch.rand(n, device=device) < sigma1  # [N]
     old = buffer.get(torch.randint(len(buffer), (n,), device=buffer.device), device)
     mixed = Transitions(*(torch.where(use_buffer.view(-1, *[1] * (f.dim() - 1)), o, f)
                           for f, o in zip(fresh, old)))
-    return mixed, float(use_buffer.float().mean())
+    return mixed, use_buffer.float().mean()

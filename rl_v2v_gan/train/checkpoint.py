@@ -207,16 +207,16 @@ def _write_safetensors(path: Path, specs: list[list], chunks: Iterable[torch.Ten
 def _send_bytes(data: bytes, group) -> None:
     for t in (torch.tensor([len(data)]), torch.frombuffer(bytearray(data), dtype=torch.uint8)):
         dist.send(t, dst=0, group=group)
-        released(t)
+        released(t, group=group)
 
 
 def _recv_bytes(src: int, group) -> bytes:
     n = torch.zeros(1, dtype=torch.int64)
     dist.recv(n, src=src, group=group)
-    released(n)
+    released(n, group=group)
     data = torch.empty(int(n), dtype=torch.uint8)
     dist.recv(data, src=src, group=group)
-    released(data)
+    released(data, group=group)
     return data.numpy().tobytes()
 
 
@@ -232,7 +232,7 @@ def _send_rank_state(trainer) -> None:
     _send_bytes(json.dumps(specs).encode(), group)
     for chunk in _chunks(replay, specs):
         dist.send(chunk, dst=0, group=group)
-        released(chunk)
+        released(chunk, group=group)
 
 
 def _receive_rank_states(tmp: Path, world_size: int) -> list[str]:
@@ -258,7 +258,7 @@ def _received_chunks(specs: list[list], src: int, group) -> Iterator[torch.Tenso
         for i in range(0, nbytes, CHUNK_BYTES):
             chunk = scratch[:min(CHUNK_BYTES, nbytes - i)]
             dist.recv(chunk, src=src, group=group)
-            released(chunk)
+            released(chunk, group=group)
             yield chunk
 
 

@@ -76,7 +76,7 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def released(*tensors: torch.Tensor, timeout_s: float = 10.0) -> None:
+def released(*tensors: torch.Tensor, timeout_s: float = 10.0, group: dist.ProcessGroup | None = None) -> None:
     """Return once no gloo worker thread holds ``tensors`` (those of a finished collective).
 
     A gloo worker frees a collective's tensors after the caller has moved on, and freeing a
@@ -87,7 +87,7 @@ def released(*tensors: torch.Tensor, timeout_s: float = 10.0) -> None:
     waits here, without the GIL, until the worker has let go. NCCL frees its work on its own
     watchdog, which ``destroy_process_group`` stops.
     """
-    if not dist.is_initialized() or dist.get_backend() != "gloo" or not hasattr(torch.Tensor, "_use_count"):
+    if not dist.is_initialized() or dist.get_backend(group) != "gloo" or not hasattr(torch.Tensor, "_use_count"):
         return
     deadline = time.monotonic() + timeout_s
     for t in tensors:
@@ -95,12 +95,25 @@ def released(*tensors: torch.Tensor, timeout_s: float = 10.0) -> None:
             time.sleep(0.0005)
 
 
-def all_reduce_flag(flag: bool, op: dist.ReduceOp, device: torch.device) -> bool:
-    """``flag`` reduced over all ranks with ``op`` (MAX: any rank, MIN: every rank)."""
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=op)
-    released(t)
+def all_reduce_flag(flag: bool, op: dist.ReduceOp, device: torch.device | None = None) -> bool:
+    """``flag`` reduced over all ranks with ``op`` (MAX: any rank, MIN: every rank).
+
+    A host flag travels as a CPU tensor over the CPU group (gloo), so asking does not wait for
+    the GPU's queued work (``device`` is accepted for the callers' symmetry and not needed)."""
+    t = torch.tensor([1.0 if flag else 0.0])
+    group = cpu_group()
+    dist.all_reduce(t, op=op, group=group)
+    released(t, group=group)
     return bool(t.item())
+
+
+def all_reduce_min(flag: torch.Tensor) -> torch.Tensor:
+    """A 0-d bool tensor that is true where ``flag`` is true on every rank, left on the device
+    (no read-back: on NCCL the reduction is queued like any kernel)."""
+    t = flag.float().reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    released(t)
+    return t[0] > 0
 
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:

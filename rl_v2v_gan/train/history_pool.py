@@ -47,13 +47,16 @@ class HistoryPool:
         if free > 0:  # fill first
             self.clips = torch.cat([self.clips, new[:free]])
         rest = new[free:] if free > 0 else new
-        if len(rest):
-            swap = torch.rand(len(rest), device=new.device) < 0.5
-            swap &= swap.cumsum(0) <= len(self.clips)  # distinct slots: at most one swap per stored clip
-            idx = torch.nonzero(swap).flatten()
-            slots = torch.randperm(len(self.clips), device=new.device)[:len(idx)]
-            out[len(new) - len(rest) + idx] = self.clips[slots]
-            self.clips[slots] = rest[idx]
+        m = min(len(rest), len(self.clips))  # distinct slots: at most one swap per stored clip
+        if m:
+            # Decided on the device (no read-back): every candidate gets its own slot, and where
+            # the coin says "keep", the clip and the slot are left as they are.
+            rest, at = rest[:m], len(new) - len(rest)
+            swap = (torch.rand(m, device=new.device) < 0.5).view(-1, *[1] * (new.dim() - 1))
+            slots = torch.randperm(len(self.clips), device=new.device)[:m]
+            stored = self.clips[slots]
+            out[at:at + m] = torch.where(swap, stored, rest)
+            self.clips[slots] = torch.where(swap, rest, stored)
         return to_float(out)
 
     def state_dict(self) -> dict:

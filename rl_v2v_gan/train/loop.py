@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..eval import report
 from ..models.networks import networks_from_config
 from ..utils.fs import atomic_write_text
+from ..utils.memory import resolve_checkpointing
 from . import checkpoint as ckpt_io
 from .checkpoint import restore
 from .distributed import DistInfo, any_rank, barrier, cleanup, init_distributed
@@ -72,6 +73,10 @@ def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
         for name in nets.online_names() + [f"{n}_target" for n in nets.target_names]:
             getattr(nets, name).compile()
     trainer = Trainer(cfg, nets, device, ddp)
+    on, why = resolve_checkpointing(cfg, device, trainer.amp_dtype)
+    nets.set_checkpointing(on)
+    if info.is_main and (on or cfg.activation_checkpointing != "auto"):
+        print(f"activation checkpointing {'on' if on else 'off'} ({why})")
     torch.manual_seed(cfg.seed + info.rank)
     return trainer
 
@@ -151,25 +156,18 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                            dynamic_ncols=True, file=sys.stdout, disable=None if info.is_main else True)
                 stopping = False
                 for batch in bar:
-                    logs = trainer.train_step(batch)
-                    if writer is not None:
-                        with open(run_dir / "log.jsonl", "a") as f:  # every step; a resumed run appends
-                            f.write(json.dumps({"step": trainer.step, **logs}) + "\n")
-                        if trainer.step % cfg.log_every == 0 or trainer.step == 1:
-                            for k, v in logs.items():
-                                writer.add_scalar(k, v, trainer.step)
-                    bar.set_postfix(_postfix(logs))
-                    skipped = _skipped(logs)
-                    if skipped and info.is_main:  # visible as it happens, also where the bar is off (no tty)
-                        tqdm.write(f"step {trainer.step}: skipped the non-finite update of {', '.join(skipped)}",
-                                   file=sys.stdout)
+                    trainer.train_step(batch, read=False)  # logs stay on the device until read
                     stopping = any_rank(stop.signum is not None, info, device)
+                    saving = bool(cfg.save_every_steps) and trainer.step % cfg.save_every_steps == 0
+                    if (stopping or saving or trainer.step % cfg.log_every == 0 or trainer.step == 1
+                            or trainer.step % spe == 0):
+                        logs = _read_logs(trainer, writer, run_dir, cfg.log_every, bar, info)
                     if stopping and trainer.step % spe:  # mid-epoch: checkpoint and go
                         bar.close()
                         return _interrupted(cfg, trainer, info, config_json, stop.signum or signal.SIGTERM, log)
                     if stopping:  # the epoch's last step: finish it as usual (evaluation, samples) first
                         break
-                    if cfg.save_every_steps and trainer.step % cfg.save_every_steps == 0 and trainer.step % spe:
+                    if saving and trainer.step % spe:
                         path = _save(cfg, trainer, info, config_json)
                         if info.is_main:
                             tqdm.write(f"saved checkpoint {path}", file=sys.stdout)
@@ -191,6 +189,26 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
             writer.close()
     log(f"training finished: {trainer.step} steps; checkpoints in {run_dir}")
     return 0
+
+
+def _read_logs(trainer: Trainer, writer, run_dir: Path, log_every: int, bar, info: DistInfo) -> dict[str, float]:
+    """Read the pending steps' logs back (one transfer) and write them: every step to
+    ``log.jsonl``, every ``--log_every``-th (and the first) to TensorBoard; the bar shows the
+    last. Returns the last step's logs."""
+    rows = trainer.read_logs()
+    if writer is not None:
+        with open(run_dir / "log.jsonl", "a") as f:  # every step; a resumed run appends
+            f.write("".join(json.dumps({"step": step, **logs}) + "\n" for step, logs in rows))
+        for step, logs in rows:
+            if step % log_every == 0 or step == 1:
+                for k, v in logs.items():
+                    writer.add_scalar(k, v, step)
+    for step, logs in rows:
+        skipped = _skipped(logs)
+        if skipped and info.is_main:  # said also where the bar is off (no tty)
+            tqdm.write(f"step {step}: skipped the non-finite update of {', '.join(skipped)}", file=sys.stdout)
+    bar.set_postfix(_postfix(rows[-1][1]))
+    return rows[-1][1]
 
 
 def _skipped(logs: dict[str, float]) -> list[str]:

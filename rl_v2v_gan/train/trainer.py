@@ -4,6 +4,12 @@ Each phase has its own optimizer and changes only its own networks' parameters:
 D (frame and video discriminators), Q (critics), G (generators and predictors). Targets change
 only through :func:`~rl_v2v_gan.rl.targets.soft_update`. The loss functions hold the math;
 this class holds the schedule.
+
+The hot loop does not wait for the device (DESIGN §9): losses and flags stay there as 0-d tensors
+until :meth:`Trainer.read_logs` reads every pending step back in one transfer (the training loop
+does so once per ``--log_every``); a non-finite update is skipped by the optimizer itself
+(fused Adam's ``found_inf``), and the EMA follows only the steps taken, both decided on the device.
+The one read-back left in a step is whether an RL rollout was finite (it decides what is stored).
 """
 
 from __future__ import annotations
@@ -22,9 +28,9 @@ from ..losses.rl_losses import actor_loss, critic_loss, td_target
 from ..models.networks import Networks
 from ..rl.agent import DOMAINS, OTHER, greedy_action, policy_for, rollout, steps_left
 from ..rl.replay_buffer import ReplayBuffer, Transitions, mix, replay_nbytes, replay_placement
-from ..rl.targets import frozen, norm_stats_frozen, soft_update
+from ..rl.targets import batch_norms, params_frozen, running_stats_frozen, soft_update
 from ..utils.precision import resolve_amp
-from .distributed import all_reduce_flag
+from .distributed import all_reduce_flag, all_reduce_min
 from .history_pool import HistoryPool
 
 ADAM_BETAS = (0.5, 0.999)
@@ -58,9 +64,14 @@ class Trainer:
         # Base learning rates per role (TTUR: the discriminators may have their own); the schedule
         # (--lr_decay) scales them each step, so a resumed run uses the flags it is given.
         self.base_lr = {"G": cfg.learning_rate, "D": cfg.lr_d, "Q": cfg.learning_rate}
+        # Fused Adam: one kernel per step, and it can skip a non-finite step on the device (found_inf).
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
-                                                  lr=self.base_lr[role], betas=ADAM_BETAS)
+                                                  lr=self.base_lr[role], betas=ADAM_BETAS, fused=True)
                            for role in ("G", "D", "Q") if nets.role(role)}
+        # Collected once: what the G phase freezes, and the batch norms whose statistics pause.
+        critics = nets.role("D") + nets.role("Q")
+        self._critic_params = [p for net in critics for p in net.parameters()]
+        self._norms = {"critics": batch_norms(*critics), "G": batch_norms(*nets.role("G")), "all": batch_norms(nets)}
         self.total_steps = cfg.epochs * cfg.steps_per_epoch
         self.pools = {d: HistoryPool(cfg.pool_size) for d in DOMAINS} if cfg.pool_size > 0 else {}
         self.r1_gamma = cfg.r1_gamma
@@ -76,8 +87,9 @@ class Trainer:
         self.replay = self._replay_buffers() if self.rl else {}
         self.step = 0
         self._scaled = False
-        self._skipped: list[str] = []  # roles whose update this step skipped
-        self.nonfinite_streak = 0
+        self._applied: dict[str, torch.Tensor | bool] = {}  # role -> was its update taken this step
+        self._pending: list[tuple[int, dict]] = []  # (step, logs) not read back yet
+        self.nonfinite_streak = 0  # as of the last read step
         self.nonfinite_total = 0
 
     # --- helpers ------------------------------------------------------------------------------
@@ -105,37 +117,72 @@ class Trainer:
             return flag
         return all_reduce_flag(flag, dist.ReduceOp.MIN, self.device)
 
-    def _update(self, role: str, loss: torch.Tensor) -> bool:
-        """Backward and step one role's optimizer (outside autocast); skip (False) on a non-finite
-        loss or gradient."""
+    def _update(self, role: str, loss: torch.Tensor) -> torch.Tensor:
+        """Backward and step one role's optimizer (outside autocast). The update is skipped on a
+        non-finite loss or gradient; returns whether it was taken, a 0-d bool tensor on the device
+        (nothing is read back: fused Adam reads the decision as its ``found_inf``)."""
         opt = self.optimizers[role]
         opt.zero_grad(set_to_none=True)
-        if not self._everywhere(bool(torch.isfinite(loss))):
-            self._skipped.append(role)
-            return False
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(opt)
-        # After DDP's all-reduce the gradients, hence this decision, agree on every rank.
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for g in opt.param_groups for p in g["params"]
-                                                   if p.grad is not None])
-        if not torch.isfinite(grad_norm) and not self.scaler.is_enabled():
-            opt.zero_grad(set_to_none=True)
-            self._skipped.append(role)
-            return False
-        self.scaler.step(opt)  # with fp16, the scaler itself skips overflowing steps
+        ok = torch.isfinite(loss.detach())
+        if not self.scaler.is_enabled():  # with fp16, overflowing gradients are the scaler's to skip
+            grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                ok = ok & torch.isfinite(torch.nn.utils.get_total_norm(grads))
+        if self.ddp:  # DDP's all-reduce spreads a non-finite gradient; the loss flag is shared too
+            ok = all_reduce_min(ok)
+        if self.scaler.is_enabled():
+            self.scaler.step(opt)  # fp16: the scaler skips overflowing steps (its own found_inf)
+        else:
+            opt.grad_scale, opt.found_inf = None, (~ok).float()
+            try:
+                opt.step()
+            finally:
+                del opt.grad_scale, opt.found_inf
         self._scaled = True
-        return True
+        self._applied[role] = ok
+        return ok
 
     # --- the step -----------------------------------------------------------------------------
-    def train_step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One step on a batch of uint8 clips ``{"a": [B,T,C,H,W], "b": [B,T,C,H,W]}``."""
+    def train_step(self, batch: dict[str, torch.Tensor], read: bool = True) -> dict[str, float] | None:
+        """One step on a batch of uint8 clips ``{"a": [B,T,C,H,W], "b": [B,T,C,H,W]}``: its logs
+        as floats, or with ``read=False`` nothing yet (see :meth:`read_logs`)."""
+        self._pending.append((self.step + 1, self._step(batch)))
+        return self.read_logs()[-1][1] if read else None
+
+    def read_logs(self) -> list[tuple[int, dict[str, float]]]:
+        """The pending steps' ``(step, logs)``, read back from the device in one transfer.
+
+        Also keeps the non-finite count: raises :class:`NonFiniteError` once
+        ``--max_nonfinite_steps`` consecutive steps skipped an update (at the first such step read).
+        """
+        pending, self._pending = self._pending, []
+        values = [v for _, logs in pending for v in logs.values() if isinstance(v, torch.Tensor)]
+        flat = iter(torch.stack([v.detach().float().reshape(()) for v in values]).tolist() if values else [])
+        rows = []
+        for step, logs in pending:
+            row = {k: next(flat) if isinstance(v, torch.Tensor) else v for k, v in logs.items()}
+            bad = any(row.get(f"skipped/{role}", 0.0) for role in ("D", "Q", "G"))
+            self.nonfinite_streak = self.nonfinite_streak + 1 if bad else 0
+            self.nonfinite_total += int(bad)
+            row["nonfinite_steps"] = float(self.nonfinite_total)
+            rows.append((step, row))
+            if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
+                skipped = [role for role in ("D", "Q", "G") if row.get(f"skipped/{role}")]
+                raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
+                                     f"(step {step}, skipped updates: {', '.join(skipped)}); stopping "
+                                     f"(see --max_nonfinite_steps)")
+        return rows
+
+    def _step(self, batch: dict[str, torch.Tensor]) -> dict:
         self.nets.train()
         real = {d: to_float(batch[d].to(self.device, non_blocking=True)) for d in DOMAINS}  # [B,T,C,H,W]
         for d in DOMAINS:
             if real[d].shape[1:] != real["a"].shape[1:] or real[d].dim() != 5:
                 raise ValueError(f"batch[{d!r}]: expected [B,T,C,H,W] clips, got {list(real[d].shape)}")
-        logs: dict[str, float] = {}
-        ok, self._scaled, self._skipped = True, False, []
+        logs: dict = {}  # floats, and 0-d tensors read back later
+        self._scaled, self._applied = False, {}
         factor = lr_factor(self.step, self.total_steps, self.cfg.lr_decay)
         for role, opt in self.optimizers.items():
             for group in opt.param_groups:
@@ -144,41 +191,32 @@ class Trainer:
         with self.autocast():
             # Translations with their graph: detached for D now, differentiated in the G phase.
             fake = {OTHER[d]: self.net(f"gen_{d}{OTHER[d]}")(real[d]) for d in DOMAINS}  # fake[b] = gen_ab(real_a)
-        ok &= self._d_phase(real, fake, logs)
+        self._d_phase(real, fake, logs)
         minibatch = None  # the critic's states, which the actor also uses (DDPG)
         if self.rl:
             fresh = self._collect(real, logs)
-            if not self._everywhere(fresh is not None):
-                fresh = None
             if fresh is not None:
                 minibatch = self._minibatch(fresh, logs)
-                ok &= self._critic_phase(minibatch, logs)
+                self._critic_phase(minibatch, logs)
                 # After the draw: the buffer part of a minibatch is older experience.
                 for d in DOMAINS:
                     self.replay[d].push(fresh[d])
                 logs["rl/replay_size"] = float(sum(len(r) for r in self.replay.values()))
             else:
-                ok = False
-                self._skipped.append("Q")  # a non-finite rollout: no critic update this step
-        ok &= self._g_phase(real, fake, logs, minibatch)
+                self._applied["Q"] = False  # a non-finite rollout: no critic update this step
+        self._g_phase(real, fake, logs, minibatch)
         if self._scaled:  # GradScaler.update needs at least one scaled step in the iteration
             self.scaler.update()
         if self.rl:
             for target, online in self.nets.target_pairs():
                 soft_update(target, online, self.cfg.tau)
-        if "G" not in self._skipped:  # the average follows the generators' updates, not skipped steps
-            self.nets.ema_update(self.step)
+        # The average follows the generators' updates, not skipped steps.
+        self.nets.ema_update(self.step, self._applied["G"])
         self.step += 1
-        self.nonfinite_streak = 0 if ok else self.nonfinite_streak + 1
-        self.nonfinite_total += 0 if ok else 1
-        logs["nonfinite_steps"] = float(self.nonfinite_total)
         for role in ("D", "Q", "G"):  # phase order; 1.0 where this step skipped the role's update (non-finite)
             if role in self.optimizers:
-                logs[f"skipped/{role}"] = float(role in self._skipped)
-        if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
-            raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
-                                 f"(step {self.step}, skipped updates: {', '.join(self._skipped)}); stopping "
-                                 f"(see --max_nonfinite_steps)")
+                applied = self._applied[role]
+                logs[f"skipped/{role}"] = ~applied if isinstance(applied, torch.Tensor) else float(not applied)
         return logs
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,11 +247,11 @@ class Trainer:
                     if r1 > 0:
                         penalty = penalty + G.r1_penalty(real_logits, clips)
         loss = loss_frame + loss_video + 0.5 * r1 * penalty
-        logs["loss/D/frame"] = loss_frame.item()
+        logs["loss/D/frame"] = loss_frame.detach()
         if self.rl:
-            logs["loss/D/video"] = loss_video.item()
+            logs["loss/D/video"] = loss_video.detach()
         if r1 > 0:
-            logs["loss/D/r1"] = float(penalty.detach())
+            logs["loss/D/r1"] = penalty.detach()
         return self._update("D", loss)
 
     @torch.no_grad()
@@ -221,20 +259,24 @@ class Trainer:
         """Roll out one episode per clip (the first ``--rl_episodes`` of the batch) and domain under
         ``no_grad``: the fresh transitions.
 
-        None when a rollout is not finite: such a batch is neither learned from nor stored.
+        None when a rollout is not finite: such a batch is neither learned from nor stored. This
+        is the step's one read-back from the device (one flag for both domains, on every rank).
         """
-        cfg, fresh = self.cfg, {}
+        cfg, fresh, finite = self.cfg, {}, []
         for d in DOMAINS:
-            with self.autocast(), norm_stats_frozen(self.nets):
+            with self.autocast(), running_stats_frozen(self._norms["all"]):
                 # The batch's clips are random draws, so its first --rl_episodes are a random subset.
                 episodes = real[d][:cfg.rl_episodes]  # [E,T,C,H,W]
                 fresh[d], stats = rollout(policy_for(self.nets, d), getattr(self.nets, f"disc_{d}"),
                                           getattr(self.nets, f"vdisc_{d}"), episodes, self.p, cfg.sigma2,
                                           cfg.lambda_rr, cfg.lambda_rc, cfg.lambda_v, cfg.gan_mode)
-            if not (torch.isfinite(fresh[d].cost).all() and torch.isfinite(fresh[d].action).all()):
-                return None
+            finite += [torch.isfinite(fresh[d].cost).all(), torch.isfinite(fresh[d].action).all()]
             logs[f"rl/mean_reward_{d}"] = -stats.mean_cost
             logs[f"rl/greedy_a1_share_{d}"] = stats.greedy_a1_share
+        if not self._everywhere(bool(torch.stack(finite).all())):
+            for d in DOMAINS:
+                del logs[f"rl/mean_reward_{d}"], logs[f"rl/greedy_a1_share_{d}"]
+            return None
         return fresh
 
     def _minibatch(self, fresh, logs) -> dict:
@@ -260,10 +302,10 @@ class Trainer:
                 y = td_target(batch.cost, batch.done, next_q.float(), cfg.gamma)
             with self.autocast():
                 q = self.net(f"q_{d}")(batch.state, batch.action, left)
-            logs[f"rl/td_error_{d}"] = float((q.detach().float() - y).abs().mean())
+            logs[f"rl/td_error_{d}"] = (q.detach().float() - y).abs().mean()
             loss = loss + critic_loss(q.float(), y)
-            logs[f"rl/q_mean_{d}"] = float(q.detach().mean())
-        logs["rl/q_loss"] = loss.item()
+            logs[f"rl/q_mean_{d}"] = q.detach().mean()
+        logs["rl/q_loss"] = loss.detach()
         return self._update("Q", loss)
 
     def _g_phase(self, real, fake, logs, minibatch=None) -> bool:
@@ -275,7 +317,6 @@ class Trainer:
         terms (as in Recycle-GAN, whose per-frame generator makes them equal).
         """
         cfg, nets, mode = self.cfg, self.nets, self.cfg.gan_mode
-        critics = nets.role("D") + nets.role("Q")
         terms: dict[str, torch.Tensor] = {}
         actor_on = self.rl and cfg.lambda_pg > 0 and minibatch is not None and self.step >= cfg.actor_start_step
 
@@ -283,7 +324,7 @@ class Trainer:
             terms[name] = terms.get(name, 0.0) + value
 
         # Critics are frozen here, their batch-norm statistics too (they are being used, not trained).
-        with frozen(*critics), norm_stats_frozen(*critics):
+        with params_frozen(self._critic_params), running_stats_frozen(self._norms["critics"]):
             with self.autocast():
                 for x in DOMAINS:  # direction x -> y
                     y = OTHER[x]
@@ -308,18 +349,18 @@ class Trainer:
                                             getattr(nets, name))
                         # Minibatch states hold generated and replayed frames: like the rollouts, they
                         # must not shape the policy's batch-norm running statistics.
-                        with norm_stats_frozen(*nets.role("G")):
+                        with running_stats_frozen(self._norms["G"]):
                             mb = minibatch[x]
                             left = steps_left(mb.t[:cfg.actor_batch], cfg.clip_length, self.p)
                             q = greedy_action(policy, mb.state[:cfg.actor_batch], left)[1].float()
                         add("actor", actor_loss(q))
-                        logs[f"rl/actor_q_{x}"] = float(q.detach().mean())
+                        logs[f"rl/actor_q_{x}"] = q.detach().mean()
                 weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,
                            "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
                 total = sum(weights[k] * v for k, v in terms.items())
                 for k, v in terms.items():
                     if k != "actor":
-                        logs[f"loss/G/{k}"] = v.item()
+                        logs[f"loss/G/{k}"] = v.detach()
                 # The scale-free actor loss is 1 per domain by construction (q >= 0): what informs is the
                 # expected cost of the policy's own actions, mean Q(s, mu(s)); the logged total leaves the
                 # constant out (the optimised total differs from it by lambda_pg per domain).
@@ -330,6 +371,8 @@ class Trainer:
 
     # --- state for checkpoints ----------------------------------------------------------------
     def state_dict(self) -> dict:
+        if self._pending:  # the non-finite counts saved must include every step taken
+            raise RuntimeError(f"Trainer.state_dict: {len(self._pending)} steps' logs are unread; call read_logs() first")
         return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "scaler": self.scaler.state_dict(), "step": self.step,
                 "nonfinite": [self.nonfinite_streak, self.nonfinite_total], "base_lr": dict(self.base_lr),

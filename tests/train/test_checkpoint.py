@@ -304,10 +304,10 @@ def test_save_every_steps_checkpoints_mid_epoch_and_resumes_exactly(tiny_config,
 
     train_step = Trainer.train_step
 
-    def dies_in_step_3(self, batch):
+    def dies_in_step_3(self, batch, **kw):
         if self.step == 2:
             raise Killed
-        return train_step(self, batch)
+        return train_step(self, batch, **kw)
 
     cfg = tiny_config(checkpoint_name="killed", **flags)
     monkeypatch.setattr(Trainer, "train_step", dies_in_step_3)

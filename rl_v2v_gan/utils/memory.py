@@ -1,0 +1,45 @@
+"""Device memory of a training step, and ``--activation_checkpointing auto``'s choice (DESIGN §9).
+
+A step's peak memory is mostly activations, so it grows with batch x frames x pixels x width.
+The table holds the peak per unit of ``B * T * H * W * ngf`` measured on one H200 at
+16x256x256x3, batch 4, ngf = ndf = 64 (``benchmarks/gpu_check.py``; figures in
+``benchmarks/README.md``). It is an estimate for other sizes (``ndf`` and the RL flags move it
+too), used only to decide whether to trade compute for memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+GIB = 2 ** 30
+_MEASURED_UNITS = 4 * 16 * 256 * 256 * 64
+PEAK_GIB_MEASURED = {  # (method, bf16) -> peak GiB at the measured size, without checkpointing
+    ("rl_v2v_gan", False): 99.1, ("rl_v2v_gan", True): 54.3,
+    ("recycle_gan", False): 79.6, ("recycle_gan", True): 41.2,
+    ("cycle_gan", False): 55.6, ("cycle_gan", True): 28.8,
+}
+HEADROOM = 0.85  # turn checkpointing on when the estimate exceeds this share of the device's memory
+
+
+def estimated_peak_bytes(method: str, batch: int, input_shape: tuple[int, int, int, int], ngf: int,
+                         half_precision: bool) -> float:
+    """The estimated peak device memory of one training step without checkpointing."""
+    t, h, w, _ = input_shape
+    per_unit = PEAK_GIB_MEASURED[(method, half_precision)] * GIB / _MEASURED_UNITS
+    return per_unit * batch * t * h * w * ngf
+
+
+def resolve_checkpointing(cfg, device: torch.device, amp_dtype: torch.dtype | None) -> tuple[bool, str]:
+    """Whether activation checkpointing is on for this run, and why (one line for the log)."""
+    flag = cfg.activation_checkpointing
+    if flag != "auto":
+        return flag == "on", f"--activation_checkpointing {flag}"
+    if device.type != "cuda":
+        return False, "auto: off on CPU (host memory)"
+    if cfg.norm == "batch":
+        return False, "auto: off with --norm batch (recomputation would update its statistics twice)"
+    need = estimated_peak_bytes(cfg.method, cfg.batch_size, cfg.input_shape, cfg.ngf, amp_dtype is not None)
+    total = torch.cuda.get_device_properties(device).total_memory
+    on = need > HEADROOM * total
+    return on, (f"auto: {'on' if on else 'off'} (a step needs about {need / GIB:.1f} GiB without it; the device "
+                f"has {total / GIB:.1f} GiB)")
