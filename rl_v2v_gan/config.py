@@ -99,6 +99,8 @@ class Config:
     lambda_cyc: float | None = _f(None, "weight of the cycle loss (default: 10 for cycle_gan, else 0)")
     lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor (scale-free: divided by its own mean |Q|)")
     lambda_idt: float = _f(0.0, "weight of the identity loss |gen_ab(b) - b| + |gen_ba(a) - a| (CycleGAN)")
+    lambda_tc: float = _f(0.0, "weight of the temporal-consistency loss: consecutive translated frames differ only "
+                               "where the input's do (flow-free, Lai et al. 2018's visibility mask)")
 
     # --- reinforcement learning ----------------------------------------------------------------
     gamma: float = _f(0.99, "discount factor of the TD target")
@@ -274,7 +276,7 @@ class Config:
             bad("tau", "must be in (0, 1]", self.tau)
         if not 0.0 <= self.gamma < 1.0:
             bad("gamma", "must be in [0, 1)", self.gamma)
-        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg", "lambda_idt"):
+        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg", "lambda_idt", "lambda_tc"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be non-negative", getattr(self, name))
         if self.lambda_cyc is not None and not self.lambda_cyc >= 0:

@@ -77,3 +77,26 @@ def identity_loss(mapped: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
 def cycle_loss(reconstructed: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     """L_cyc = |gen_yx(gen_xy(x)) - x|_1."""
     return l1(reconstructed, real)
+
+
+TC_ALPHA = 50.0  # Lai et al. 2018's visibility-mask sharpness, on frames in [0, 1]
+
+
+def temporal_consistency_loss(out: torch.Tensor, inp: torch.Tensor, alpha: float = TC_ALPHA) -> torch.Tensor:
+    """L_tc: consecutive output frames differ only where consecutive input frames do.
+
+    The short-term temporal loss of blind video temporal consistency (Lai et al. 2018, "Learning
+    Blind Video Temporal Consistency"; Chen et al. 2017) without optical flow, which needs weights
+    that cannot be downloaded here: the warp is the identity and the mask
+    ``M_t = exp(-alpha |inp_t - inp_{t-1}|^2)`` (frames in [0, 1], mean over channels, no gradient)
+    is ~1 where the input holds still -- sensor noise included, ~0.85 for per-frame noise of std
+    0.04 -- and ~0 where it moves. ``L_tc = mean_t M_t |out_t - out_{t-1}|_1`` on clips
+    ``[B,T,C,H,W]`` in [-1, 1].
+    """
+    if out.shape != inp.shape or out.dim() != 5:
+        raise ValueError(f"temporal_consistency_loss: clips [B,T,C,H,W] of one shape, got {list(out.shape)} "
+                         f"and {list(inp.shape)}")
+    with torch.no_grad():
+        d_in = (inp[:, 1:] - inp[:, :-1]).float() * 0.5  # [B,T-1,C,H,W] in [0, 1] units
+        mask = torch.exp(-alpha * d_in.square().mean(2, keepdim=True))  # [B,T-1,1,H,W]
+    return (mask * (out[:, 1:] - out[:, :-1]).abs()).mean()

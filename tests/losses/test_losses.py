@@ -147,3 +147,22 @@ def test_actor_weight_is_unchanged_when_q_is_scaled(scale):
     (actor_loss(torch.relu(theta + 3) * scale)).backward()
     # q = theta + 3 = [3.5, 2, 5], mean 3.5: dL/dtheta_i = (1/3) / 3.5 whatever the scale.
     torch.testing.assert_close(theta.grad, torch.full((3,), 1 / 3 / 3.5))
+
+
+def test_temporal_consistency_penalises_flicker_where_the_input_holds_still_and_not_motion():
+    g = torch.Generator().manual_seed(0)
+    still = torch.rand(1, 1, 3, 16, 16, generator=g).mul(2).sub(1).expand(2, 4, 3, 16, 16).contiguous()
+    noisy_in = still + 0.08 * torch.randn(still.shape, generator=g)  # per-frame sensor noise (std 0.04 in [0, 1])
+    flicker = still + 0.2 * torch.randn(still.shape, generator=g)
+    assert G.temporal_consistency_loss(still, noisy_in).item() == 0.0  # a steady output costs nothing
+    flicker_cost = G.temporal_consistency_loss(flicker, noisy_in).item()
+    assert flicker_cost > 0.1  # ~0.8 of the flicker's mean |difference| (the mask is ~0.85 on noise)
+    # Where the input itself changes completely, the same output change is not penalised.
+    moving = torch.stack([still[:, 0] * (-1) ** t for t in range(4)], 1)
+    assert G.temporal_consistency_loss(flicker, moving).item() < 0.05 * flicker_cost
+    out = flicker.clone().requires_grad_()
+    inp = noisy_in.clone().requires_grad_()
+    G.temporal_consistency_loss(out, inp).backward()
+    assert out.grad.abs().sum() > 0 and inp.grad is None  # the mask carries no gradient
+    with pytest.raises(ValueError, match="one shape"):
+        G.temporal_consistency_loss(out[:, 1:], inp)

@@ -352,3 +352,10 @@ def test_short_synthetic_run_learns(tmp_path, tiny_config, make_trainer):
         gain = after[direction]["psnr"] - before[direction]["psnr"]
         assert gain > 3.0, f"{direction} PSNR {before[direction]['psnr']:.2f} -> {after[direction]['psnr']:.2f}"
         assert after[direction]["cycle_psnr"] > 15.0, f"{direction} cycle PSNR {after[direction]['cycle_psnr']:.2f}"
+
+
+def test_temporal_consistency_term_enters_the_generator_objective(tiny_config, make_trainer, make_batch):
+    base = make_trainer(tiny_config(method="recycle_gan")).train_step(make_batch())
+    logs = make_trainer(tiny_config(method="recycle_gan", lambda_tc=2.0)).train_step(make_batch())
+    assert "loss/G/tc" not in base and logs["loss/G/tc"] > 0
+    assert logs["loss/G/total"] == pytest.approx(base["loss/G/total"] + 2.0 * logs["loss/G/tc"], rel=1e-5)
