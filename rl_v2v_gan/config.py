@@ -133,7 +133,8 @@ class Config:
                                       "N steps); default: at epoch ends only")
     ddp_timeout_s: int = _f(7200, "torchrun: seconds a rank waits for the others (e.g. while rank 0 evaluates and "
                             "saves) before the run fails")
-    max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient")
+    max_nonfinite_steps: int = _f(5, "stop after this many consecutive steps with a non-finite loss or gradient "
+                                   "(checked when the logs are read, every --log_every steps)")
 
     # --- speed ---------------------------------------------------------------------------------
     amp: str = _f("none", "mixed precision on CUDA: auto = bf16 on CUDA, none on CPU",

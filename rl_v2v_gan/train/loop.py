@@ -195,7 +195,7 @@ def _read_logs(trainer: Trainer, writer, run_dir: Path, log_every: int, bar, inf
     """Read the pending steps' logs back (one transfer) and write them: every step to
     ``log.jsonl``, every ``--log_every``-th (and the first) to TensorBoard; the bar shows the
     last. Returns the last step's logs."""
-    rows = trainer.read_logs()
+    rows = trainer.read_logs(check=False)  # write every row first, then stop on a non-finite streak
     if writer is not None:
         with open(run_dir / "log.jsonl", "a") as f:  # every step; a resumed run appends
             f.write("".join(json.dumps({"step": step, **logs}) + "\n" for step, logs in rows))
@@ -208,6 +208,7 @@ def _read_logs(trainer: Trainer, writer, run_dir: Path, log_every: int, bar, inf
         if skipped and info.is_main:  # said also where the bar is off (no tty)
             tqdm.write(f"step {step}: skipped the non-finite update of {', '.join(skipped)}", file=sys.stdout)
     bar.set_postfix(_postfix(rows[-1][1]))
+    trainer.check_finite()
     return rows[-1][1]
 
 

@@ -91,6 +91,7 @@ class Trainer:
         self._pending: list[tuple[int, dict]] = []  # (step, logs) not read back yet
         self.nonfinite_streak = 0  # as of the last read step
         self.nonfinite_total = 0
+        self._nonfinite: str | None = None  # NonFiniteError's message once the streak reached the limit
 
     # --- helpers ------------------------------------------------------------------------------
     def _replay_buffers(self) -> dict[str, ReplayBuffer]:
@@ -151,11 +152,12 @@ class Trainer:
         self._pending.append((self.step + 1, self._step(batch)))
         return self.read_logs()[-1][1] if read else None
 
-    def read_logs(self) -> list[tuple[int, dict[str, float]]]:
+    def read_logs(self, check: bool = True) -> list[tuple[int, dict[str, float]]]:
         """The pending steps' ``(step, logs)``, read back from the device in one transfer.
 
-        Also keeps the non-finite count: raises :class:`NonFiniteError` once
-        ``--max_nonfinite_steps`` consecutive steps skipped an update (at the first such step read).
+        Also keeps the non-finite count: once ``--max_nonfinite_steps`` consecutive steps skipped
+        an update, :meth:`check_finite` raises :class:`NonFiniteError` -- here with ``check``, or
+        where the caller has first written the rows (the training loop).
         """
         pending, self._pending = self._pending, []
         values = [v for _, logs in pending for v in logs.values() if isinstance(v, torch.Tensor)]
@@ -168,12 +170,19 @@ class Trainer:
             self.nonfinite_total += int(bad)
             row["nonfinite_steps"] = float(self.nonfinite_total)
             rows.append((step, row))
-            if self.nonfinite_streak >= self.cfg.max_nonfinite_steps:
+            if self.nonfinite_streak >= self.cfg.max_nonfinite_steps and self._nonfinite is None:
                 skipped = [role for role in ("D", "Q", "G") if row.get(f"skipped/{role}")]
-                raise NonFiniteError(f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
-                                     f"(step {step}, skipped updates: {', '.join(skipped)}); stopping "
-                                     f"(see --max_nonfinite_steps)")
+                self._nonfinite = (f"{self.nonfinite_streak} consecutive steps had a non-finite loss or gradient "
+                                   f"(step {step}, skipped updates: {', '.join(skipped)}); stopping "
+                                   f"(see --max_nonfinite_steps)")
+        if check:
+            self.check_finite()
         return rows
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteError` if the logs read so far hold too long a non-finite streak."""
+        if self._nonfinite is not None:
+            raise NonFiniteError(self._nonfinite)
 
     def _step(self, batch: dict[str, torch.Tensor]) -> dict:
         self.nets.train()

@@ -106,3 +106,29 @@ def test_a_non_finite_streak_is_found_when_the_logs_are_read(tiny_config, make_t
     with pytest.raises(NonFiniteError, match=r"2 consecutive steps .*step 3, skipped updates: D, G"):
         trainer.read_logs()
     assert all(torch.equal(v, before[k]) for k, v in gen.state_dict().items())  # no update was taken
+
+
+def test_the_loop_writes_every_row_before_it_stops_on_a_non_finite_streak(tiny_config, monkeypatch):
+    """Rows are read once per --log_every; the rows of a window that ends in the non-finite stop
+    still reach log.jsonl (the skipped steps are what a user needs to see)."""
+    import json
+
+    from rl_v2v_gan.errors import UserError
+    from rl_v2v_gan.train import loop, trainer as trainer_mod
+
+    cfg = tiny_config(method="cycle_gan", epochs=1, steps_per_epoch=8, log_every=10, max_nonfinite_steps=2,
+                      eval_batches=1)
+    clean = trainer_mod.to_float
+    step = trainer_mod.Trainer._step
+
+    def poisoned_from_step_3(self, batch):
+        monkeypatch.setattr(trainer_mod, "to_float", (lambda x: clean(x) * float("nan")) if self.step >= 2 else clean)
+        return step(self, batch)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_step", poisoned_from_step_3)
+    with pytest.raises(UserError, match="2 consecutive steps .*step 4"):
+        loop.train(cfg)
+    rows = [json.loads(line) for line in (cfg.run_dir / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))  # read at step 1, then at the epoch's end (8)
+    assert [r["nonfinite_steps"] for r in rows[:4]] == [0.0, 0.0, 1.0, 2.0]
+    assert rows[2]["skipped/D"] == 1.0 and rows[3]["skipped/G"] == 1.0
