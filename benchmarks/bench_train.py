@@ -47,6 +47,7 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
                       ndf=args.ndf, buffer_size=args.buffer_size, amp=args.amp, compile=args.compile,
                       device=args.device, actor_start_step=0,
                       activation_checkpointing=getattr(args, "activation_checkpointing", "auto"),
+                      channels_last=getattr(args, "channels_last", False),
                       **{k: getattr(args, k) for k in ("gan_mode", "lambda_rr", "lambda_rc") if hasattr(args, k)})
     trainer = build_trainer(cfg, device, DistInfo())
     t, h, w, c = cfg.input_shape
@@ -125,6 +126,7 @@ def main() -> None:
     p.add_argument("--amp", default="none", choices=("none", "auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true")
     p.add_argument("--activation_checkpointing", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--channels_last", action="store_true")
     p.add_argument("--gan_mode", default="vanilla", choices=("vanilla", "lsgan"))
     p.add_argument("--lambda_rr", type=float, default=10.0)
     p.add_argument("--lambda_rc", type=float, default=10.0)
@@ -146,7 +148,7 @@ def main() -> None:
     base = next((r for r in rows if r["method"] == "recycle_gan"), rows[0])
     t, h, w, c = args.input_shape
     print(f"config: {t}x{h}x{w}x{c}, batch {args.batch_size}, ngf {args.ngf}, ndf {args.ndf}, amp {args.amp}, "
-          f"compile {args.compile}, activation checkpointing {args.activation_checkpointing}, device {rows[0].get('device_name', rows[0]['device'])}, "
+          f"compile {args.compile}, activation checkpointing {args.activation_checkpointing}, channels_last {args.channels_last}, device {rows[0].get('device_name', rows[0]['device'])}, "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'method':<12}{'step s':>9}{'clips/s':>9}{'x recycle':>11}{'GFLOP/step':>12}{'GFLOP/s':>10}"
           f"{'MFU':>7}{'peak MiB':>10}{'mem x':>7}")

@@ -6,7 +6,7 @@
 Prints the operators with their input shapes, sorted by self CPU time (forward and backward
 convolutions appear as ``aten::mkldnn_convolution`` / ``aten::convolution_backward``), each with its
 share of the step and, for convolutions, the achieved GFLOP/s from the shapes. With
-``--channels_last`` the networks and the batch are converted to ``torch.channels_last`` (2-D
+``--channels_last`` the networks' 4-D weights are converted to ``torch.channels_last`` (the 2-D
 layers; 3-D ones keep their layout) before the step.
 """
 
@@ -65,7 +65,7 @@ def main() -> None:
                       ngf=args.ngf, ndf=args.ndf, gan_mode=args.gan_mode, device="cpu", actor_start_step=0)
     trainer = build_trainer(cfg, torch.device("cpu"), DistInfo())
     if args.channels_last:
-        trainer.nets.to(memory_format=torch.channels_last)
+        trainer.nets.to_channels_last()
     t, h, w, c = cfg.input_shape
     g = torch.Generator().manual_seed(0)
     batch = {d: torch.randint(0, 256, (cfg.batch_size, t, c, h, w), dtype=torch.uint8, generator=g) for d in "ab"}

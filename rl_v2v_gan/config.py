@@ -140,6 +140,8 @@ class Config:
     amp: str = _f("none", "mixed precision on CUDA: auto = bf16 on CUDA, none on CPU",
                   choices=("none", "auto", "bf16", "fp16"))
     compile: bool = _f(False, "torch.compile the networks (made for CUDA; works on CPU too)")
+    channels_last: bool = _f(False, "keep the 2-D networks' weights, hence their activations, in channels_last "
+                             "layout (oneDNN and tensor cores run most of these convolutions faster so)")
     activation_checkpointing: str = _f("auto", "recompute the generators' and predictors' activations in the "
                                        "backward pass instead of storing them (less memory, about a third more "
                                        "generator compute); auto = on where a CUDA device's memory would be short",

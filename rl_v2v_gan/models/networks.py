@@ -106,6 +106,15 @@ class Networks(nn.Module):
             getattr(self, f"{name}_ema").eval()
         return self
 
+    @torch.no_grad()
+    def to_channels_last(self) -> "Networks":
+        """Every 4-D weight in ``channels_last`` layout (``--channels_last``); a 2-D convolution with
+        such a weight returns that layout, so the activations follow. 5-D (Conv3d) weights keep theirs."""
+        for p in self.parameters():
+            if p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+        return self
+
     def set_checkpointing(self, on: bool) -> None:
         """Activation checkpointing (``--activation_checkpointing``) in the networks that are
         trained through long graphs: the generators and predictors (targets and EMA copies run

@@ -64,6 +64,8 @@ def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
     """
     torch.manual_seed(cfg.seed)
     nets = networks_from_config(cfg).to(device)
+    if cfg.channels_last:  # 4-D weights only; a convolution with a channels_last weight outputs that layout
+        nets.to_channels_last()
     ddp = {}
     if info.enabled:
         ids = [device.index] if device.type == "cuda" else None

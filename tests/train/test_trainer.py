@@ -1,6 +1,7 @@
 """train/trainer.py: what each phase changes, the TD target, method switches, determinism, learning."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -359,3 +360,22 @@ def test_temporal_consistency_term_enters_the_generator_objective(tiny_config, m
     logs = make_trainer(tiny_config(method="recycle_gan", lambda_tc=2.0)).train_step(make_batch())
     assert "loss/G/tc" not in base and logs["loss/G/tc"] > 0
     assert logs["loss/G/total"] == pytest.approx(base["loss/G/total"] + 2.0 * logs["loss/G/tc"], rel=1e-5)
+
+
+def test_channels_last_trains_the_same_and_checkpoints(tiny_config):
+    """--channels_last changes the layout, not the numbers; its checkpoint loads into a plain run."""
+    from rl_v2v_gan.train import checkpoint as ckpt_io
+    from rl_v2v_gan.train import loop
+
+    flags = dict(method="rl_v2v_gan", epochs=1, steps_per_epoch=2, eval_batches=1)
+    plain, fast = tiny_config(checkpoint_name="plain", **flags), tiny_config(checkpoint_name="cl", channels_last=True, **flags)
+    assert loop.train(plain) == 0 and loop.train(fast) == 0
+    rows = {}
+    for cfg in (plain, fast):
+        rows[cfg.checkpoint_name] = [json.loads(line) for line in (cfg.run_dir / "log.jsonl").read_text().splitlines()]
+    for a, b in zip(rows["plain"], rows["cl"]):
+        for k in a:
+            assert a[k] == pytest.approx(b[k], rel=1e-3, abs=1e-4), k
+    resumed = tiny_config(checkpoint_name="cl", resume=True, **{**flags, "epochs": 2})
+    assert loop.train(resumed) == 0
+    assert [p.name for p in ckpt_io.list_checkpoints(resumed.run_dir)][-1] == "epoch_0002"
