@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 NORMS = {
     ("instance", 2): lambda c: nn.InstanceNorm2d(c, affine=True),
@@ -76,7 +75,6 @@ class ConvLSTM(nn.Module):
         self.hidden = hidden
         self.conv_x = nn.Conv2d(in_ch, 4 * hidden, kernel, padding=kernel // 2)
         self.cell = ConvLSTMCell(hidden, kernel)
-        self.checkpointing = False  # recompute each time step's gates in the backward pass
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
         b, t, _, h, w = x.shape
@@ -86,11 +84,7 @@ class ConvLSTM(nn.Module):
             zeros = x.new_zeros(b, self.hidden, h, w)
             state = (zeros, zeros)
         outputs = []
-        ckpt = self.checkpointing and torch.is_grad_enabled()
         for step in range(t):
-            if ckpt:
-                state = checkpoint(self.cell, x_gates[:, step], state, use_reentrant=False)
-            else:
-                state = self.cell(x_gates[:, step], state)
+            state = self.cell(x_gates[:, step], state)
             outputs.append(state[0])
         return torch.stack(outputs, 1), state  # [B,T,hid,H,W], ((h, c) each [B,hid,H,W])

@@ -16,10 +16,12 @@ width, and the predictor starts at half the width and downsamples once more. At 
 ngf = 64 this is about 51 GFLOP per generator frame and 12 GFLOP per predictor call (p = 2).
 
 **Activation checkpointing** (DESIGN §9, ``--activation_checkpointing``; ``checkpointing = True``):
-the encoder levels, the bottleneck, each ConvLSTM time step and each decoder level keep only
-their inputs and outputs for the backward pass and recompute what is inside them (the
-full-resolution convolution and normalisation outputs), trading about a third more generator
-compute for the activation memory that dominates at 256x256. Same values and gradients.
+a call keeps only its input and output for the backward pass and runs its forward again there,
+so the activations of one call live only while that call's gradient is taken, instead of those
+of every generator and predictor call of a step until the step's backward (at 256x256 they are
+most of its memory). One more forward per call; same values and gradients. Checkpointing the
+whole call rather than its levels was measured to keep 0.006x instead of 0.41x of the bytes
+(``benchmarks/bench_checkpointing.py``).
 """
 
 from __future__ import annotations
@@ -103,13 +105,16 @@ class Generator(nn.Module):
         needs; with ``residual`` the output is a residual on the last input frame then.
         """
         check_clip(x, self.channels, type(self).__name__)
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(self._run, x, state, last_only, use_reentrant=False)
+        return self._run(x, state, last_only)
+
+    def _run(self, x: torch.Tensor, state: State | None, last_only: bool):
         b, t = x.shape[:2]
-        seg = self._segment
-        skips = [seg(self.stem, x.flatten(0, 1))]  # [BT,w0,H,W]
+        skips = [self.stem(x.flatten(0, 1))]  # [BT,w0,H,W]
         for down in self.down:
-            skips.append(seg(down, skips[-1]))  # [BT,w_i,H/2^i,W/2^i]
-        feat = seg(self.bottleneck, skips.pop())  # [BT,wL,H/2^L,W/2^L]
-        self.lstm.checkpointing = self.checkpointing
+            skips.append(down(skips[-1]))  # [BT,w_i,H/2^i,W/2^i]
+        feat = self.bottleneck(skips.pop())  # [BT,wL,H/2^L,W/2^L]
         if self.temporal:
             hidden, state = self.lstm(feat.unflatten(0, (b, t)), state)  # [B,T,wL/2,h,w]
         else:  # every frame on its own: a sequence of length 1 from the zero state; nothing is carried
@@ -121,25 +126,14 @@ class Generator(nn.Module):
             last = lambda y: y.unflatten(0, (b, t))[:, -1]  # noqa: E731
             feat, skips, base, t = last(feat), [last(s) for s in skips], x[:, -1:], 1
         for narrow, up, skip in zip(self.narrow, self.up, reversed(skips)):
-            feat = seg(_decode_level, narrow, up, feat, skip)
+            y = F.interpolate(narrow(feat), size=skip.shape[-2:], mode="nearest")
+            feat = up(y + skip)
         delta = self.head(feat).unflatten(0, (b, t))  # [B,T',C,H,W]
         out = residual_output(delta, base) if self.residual else torch.tanh(delta)
         return out.to(delta.dtype), state
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         return self.run(x, state)[0]
-
-    def _segment(self, fn, *args):
-        """``fn(*args)``, recomputed in the backward pass instead of stored while checkpointing."""
-        if self.checkpointing and torch.is_grad_enabled():
-            return checkpoint(fn, *args, use_reentrant=False)
-        return fn(*args)
-
-
-def _decode_level(narrow: nn.Module, up: nn.Module, feat: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-    """One decoder level: narrow the deeper features, upsample them to the skip's size, add, convolve."""
-    y = F.interpolate(narrow(feat), size=skip.shape[-2:], mode="nearest")
-    return up(y + skip)
 
 
 def predictor_downsamples(frame_size: tuple[int, int]) -> int:
