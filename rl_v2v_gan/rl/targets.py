@@ -1,5 +1,5 @@
 """Target networks and freezing: one ``soft_update`` for every target, one ``frozen`` context,
-and ``norm_stats_frozen`` for passes whose batches must not shape the running statistics."""
+and ``running_stats_frozen`` for passes whose batches must not shape the running statistics."""
 
 from __future__ import annotations
 
@@ -52,17 +52,14 @@ def params_frozen(params: list[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def norm_stats_frozen(*nets: nn.Module):
-    """Batch norm keeps normalising with each batch's own statistics (as in training) but stops
-    updating its running statistics: the no-grad rollouts feed generated frames, which must not
-    become what the networks use at evaluation time. Instance norm has nothing to freeze."""
-    return running_stats_frozen(batch_norms(*nets))
-
-
 @contextlib.contextmanager
 def running_stats_frozen(norms: list[nn.modules.batchnorm._BatchNorm]) -> Iterator[None]:
-    """:func:`norm_stats_frozen` on the layers :func:`batch_norms` collected once (those already
-    paused by an enclosing context are left to it)."""
+    """Batch norm keeps normalising with each batch's own statistics (as in training) but stops
+    updating its running statistics: the no-grad rollouts feed generated frames, which must not
+    become what the networks use at evaluation time. Instance norm has nothing to freeze.
+
+    ``norms`` come from :func:`batch_norms`, collected once; layers already paused by an
+    enclosing context are left to it."""
     norms = [m for m in norms if m.track_running_stats]
     for m in norms:
         m.track_running_stats = False
