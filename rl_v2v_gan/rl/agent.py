@@ -49,10 +49,18 @@ def policy_for(nets, domain: str, target: bool = False, get=None) -> Policy:
                   get(f"gen_{other}{domain}"), get(f"q_{domain}"))
 
 
-def candidates(policy: Policy, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``state [N,p,C,H,W]`` -> (a1, a2), each ``[N,C,H,W]``."""
+def candidates(policy: Policy, state: torch.Tensor, translated: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``state [N,p,C,H,W]`` -> (a1, a2), each ``[N,C,H,W]``.
+
+    ``translated`` is ``gen_dn`` of the state's frames ``[N,p,C,H,W]`` when the caller has it with
+    the state the clip has built up (the rollout carries it, as ``L_rc`` sees ``gen_dn`` of a clip);
+    without it (replayed states: only their p frames exist) ``gen_dn`` runs on the p frames alone.
+    """
     a1 = policy.pred_d(state)
-    a2 = policy.gen_nd(policy.pred_n(policy.gen_dn(state))[:, None])[:, 0]
+    if translated is None:
+        translated = policy.gen_dn(state)
+    a2 = policy.gen_nd(policy.pred_n(translated)[:, None])[:, 0]
     return a1, a2
 
 
@@ -117,9 +125,12 @@ def rollout(policy: Policy, disc_d: nn.Module, vdisc_d: nn.Module, real: torch.T
     b, t_len = real.shape[:2]
     steps = t_len - p
     state = real[:, :p]  # [B,p,C,H,W]: starts from real frames d[0..p-1]
+    # a2 is computed as L_rc trains it (DESIGN §5): gen_dn carries its ConvLSTM state along the
+    # episode, so the translated window is gen_dn of the whole clip so far, one new frame a step.
+    translated, memory = policy.gen_dn.run(state)
     states, actions, a1s, a2s, picks, explored_all = [], [], [], [], [], []
     for k in range(steps):  # sequential by nature: each state contains the previous action
-        a1, a2 = candidates(policy, state)
+        a1, a2 = candidates(policy, state, translated)
         left = torch.full((b,), (steps - k) / steps, device=real.device)  # = steps_left(p-1+k, T, p)
         pick_a1, explored = choose(*q_pair(policy.q_d, state, a1, a2, left), sigma2)
         action = select(pick_a1, a1, a2)
@@ -130,6 +141,9 @@ def rollout(policy: Policy, disc_d: nn.Module, vdisc_d: nn.Module, real: torch.T
         picks.append(pick_a1)
         explored_all.append(explored)
         state = torch.cat([state[:, 1:], action[:, None]], 1)
+        if k + 1 < steps:  # the last action's translation is never used
+            new, memory = policy.gen_dn.run(action[:, None], memory)
+            translated = torch.cat([translated[:, 1:], new], 1)
 
     action = torch.stack(actions, 1)  # [B,steps,C,H,W]
     # Costs need no sequential loop: every step but the last in one batch, then the whole rollout.

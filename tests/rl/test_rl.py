@@ -1,5 +1,7 @@
 """rl/: target networks, the replay buffer and sigma1 mixing, the policy's choice and rollouts."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -259,6 +261,9 @@ class _Fn(nn.Module):
     def forward(self, *x):
         return self.fn(*x)
 
+    def run(self, x, state=None):  # the generator's interface: a stateless per-frame map carries nothing
+        return self.fn(x), None
+
 
 def _stub_policy(weight: torch.Tensor | None = None) -> Policy:
     """A policy of closed-form networks: a1 = 0.5 * last frame, a2 = -last frame; q = mean |a - w|."""
@@ -339,6 +344,40 @@ def test_rollout_with_full_exploration_still_chains_and_explores():
     # Random choices: both candidates appear although q (distance to 0) always prefers a1 = last / 2.
     took_a1 = torch.isclose(tr.action, 0.5 * tr.state[:, -1]).flatten(1).all(1)
     assert 0.3 < took_a1.float().mean().item() < 0.7
+
+
+def test_rollout_a2_uses_the_translation_the_clip_has_built_up():
+    """DESIGN §5: a2 = gen_nd(pred_n(gen_dn(.))) with gen_dn carrying its ConvLSTM state along the
+    episode, as L_rc sees gen_dn of a whole clip; not gen_dn restarted on the state's p frames."""
+    from rl_v2v_gan.models.generator import Generator, Predictor
+
+    torch.manual_seed(0)
+    b, t_len, p, c, hw = 2, 6, 2, 3, 16
+
+    def gen(cls, **kw):
+        net = cls(channels=c, ngf=4, n_res_blocks=1, **kw).eval()
+        nn.init.normal_(net.head.weight, std=0.3)  # off the identity start, so the memory shows
+        return net
+
+    policy = Policy(pred_d=gen(Predictor, frame_size=(hw, hw)), gen_dn=gen(Generator),
+                    pred_n=gen(Predictor, frame_size=(hw, hw)), gen_nd=gen(Generator),
+                    q_d=_Fn(lambda s, a, left: a.flatten(1).mean(1)))
+    real = torch.rand(b, t_len, c, hw, hw) * 2 - 1
+    zero = _Fn(lambda x: torch.zeros(len(x)))
+    tr, _ = rollout(policy, zero, zero, real, p, 0.0, 0.0, 1.0, 1.0)  # cost = log 2 + |a1 - a2|
+    steps = t_len - p
+    states, actions = tr.state.unflatten(0, (b, steps)), tr.action.unflatten(0, (b, steps))
+    generated = torch.cat([real[:, :p], actions], 1)
+    with torch.no_grad():
+        carried = policy.gen_dn(generated)  # causal: frame t sees frames 0..t
+        for k in range(steps - 1):
+            a1 = policy.pred_d(states[:, k])
+            a2 = policy.gen_nd(policy.pred_n(carried[:, k:k + p])[:, None])[:, 0]
+            expected = math.log(2) + (a1 - a2).abs().flatten(1).mean(1)
+            torch.testing.assert_close(tr.cost.view(b, steps)[:, k], expected)
+            if k > 0:  # the old way (gen_dn restarted on the p frames) gives another a2
+                restarted = policy.gen_nd(policy.pred_n(policy.gen_dn(states[:, k]))[:, None])[:, 0]
+                assert not torch.allclose(restarted, a2, atol=1e-4)
 
 
 @pytest.mark.parametrize("new_capacity", [3, 8])
