@@ -95,11 +95,11 @@ def released(*tensors: torch.Tensor, timeout_s: float = 10.0, group: dist.Proces
             time.sleep(0.0005)
 
 
-def all_reduce_flag(flag: bool, op: dist.ReduceOp, device: torch.device | None = None) -> bool:
+def all_reduce_flag(flag: bool, op: dist.ReduceOp) -> bool:
     """``flag`` reduced over all ranks with ``op`` (MAX: any rank, MIN: every rank).
 
     A host flag travels as a CPU tensor over the CPU group (gloo), so asking does not wait for
-    the GPU's queued work (``device`` is accepted for the callers' symmetry and not needed)."""
+    the GPU's queued work."""
     t = torch.tensor([1.0 if flag else 0.0])
     group = cpu_group()
     dist.all_reduce(t, op=op, group=group)
@@ -116,11 +116,11 @@ def all_reduce_min(flag: torch.Tensor) -> torch.Tensor:
     return t[0] > 0
 
 
-def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+def any_rank(flag: bool, info: DistInfo) -> bool:
     """True on every rank when ``flag`` is true on any rank (a stop request must stop all ranks)."""
     if not info.enabled:
         return flag
-    return all_reduce_flag(flag, dist.ReduceOp.MAX, device)
+    return all_reduce_flag(flag, dist.ReduceOp.MAX)
 
 
 def cleanup(info: DistInfo) -> None:

@@ -159,7 +159,7 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
                 stopping = False
                 for batch in bar:
                     trainer.train_step(batch, read=False)  # logs stay on the device until read
-                    stopping = any_rank(stop.signum is not None, info, device)
+                    stopping = any_rank(stop.signum is not None, info)
                     saving = bool(cfg.save_every_steps) and trainer.step % cfg.save_every_steps == 0
                     if (stopping or saving or trainer.step % cfg.log_every == 0 or trainer.step == 1
                             or trainer.step % spe == 0):

@@ -116,7 +116,7 @@ class Trainer:
         their gradient synchronisations would pair up different networks."""
         if not self.ddp:
             return flag
-        return all_reduce_flag(flag, dist.ReduceOp.MIN, self.device)
+        return all_reduce_flag(flag, dist.ReduceOp.MIN)
 
     def _update(self, role: str, loss: torch.Tensor) -> torch.Tensor:
         """Backward and step one role's optimizer (outside autocast). The update is skipped on a

@@ -183,7 +183,7 @@ def test_a_collective_returns_its_tensors_released_by_gloo(tmp_path):
     dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
     try:
         for _ in range(20):
-            assert all_reduce_flag(True, dist.ReduceOp.MIN, torch.device("cpu")) is True
+            assert all_reduce_flag(True, dist.ReduceOp.MIN) is True
             t = torch.ones(3)
             dist.all_reduce(t)
             released(t)
