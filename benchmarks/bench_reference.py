@@ -1,4 +1,4 @@
-"""Interleaved CPU step time: the published Recycle-GAN against this project's ``recycle_gan``.
+r"""Interleaved CPU step time: the published Recycle-GAN against this project's ``recycle_gan``.
 
 Same input for both: a 3-frame clip per domain, batch 1, ngf = ndf = 64, LSGAN, lambda 10, 2 threads.
 The reference is aayushbansal/Recycle-GAN as published (resnet_6blocks generators, unet_256 predictors at
