@@ -30,6 +30,8 @@ p.add_argument("--warmup", type=int, default=2)
 a = p.parse_args()
 torch.set_num_threads(2)
 S = a.size
+if not (Path(a.ref_dir) / "models" / "recycle_gan_model.py").is_file():
+    sys.exit(f"bench_reference.py: {a.ref_dir} is not a Recycle-GAN checkout (no models/recycle_gan_model.py)")
 sys.path.insert(0, str(Path(a.ref_dir).resolve()))
 sys.argv = ["x", "--dataroot", str(Path(a.ref_dir) / "none"), "--model", "recycle_gan",
             "--which_model_netG", "resnet_6blocks",
