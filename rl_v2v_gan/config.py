@@ -99,8 +99,9 @@ class Config:
     lambda_cyc: float | None = _f(None, "weight of the cycle loss (default: 10 for cycle_gan, else 0)")
     lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor (scale-free: divided by its own mean |Q|)")
     lambda_idt: float = _f(0.0, "weight of the identity loss |gen_ab(b) - b| + |gen_ba(a) - a| (CycleGAN)")
-    lambda_tc: float = _f(0.0, "weight of the temporal-consistency loss: consecutive translated frames differ only "
-                               "where the input's do (flow-free, Lai et al. 2018's visibility mask)")
+    lambda_tc: float | None = _f(None, "weight of the temporal-consistency loss: consecutive translated frames differ "
+                                       "only where the input's do (flow-free, Lai et al. 2018's visibility mask; "
+                                       "default: 10 for the video methods, 0 for the per-frame cycle_gan)")
 
     # --- reinforcement learning ----------------------------------------------------------------
     gamma: float = _f(0.99, "discount factor of the TD target")
@@ -184,6 +185,14 @@ class Config:
         if self.lambda_cyc is not None:
             return self.lambda_cyc
         return 10.0 if self.method == "cycle_gan" else 0.0
+
+    @property
+    def tc_weight(self) -> float:
+        """``--lambda_tc`` resolved: 10 for rl_v2v_gan and recycle_gan (chosen on the validation curves,
+        README "Training that converges"), 0 for the per-frame CycleGAN baseline, which stays as published."""
+        if self.lambda_tc is not None:
+            return self.lambda_tc
+        return 0.0 if self.method == "cycle_gan" else 10.0
 
     @property
     def lr_d(self) -> float:
@@ -279,11 +288,12 @@ class Config:
             bad("tau", "must be in (0, 1]", self.tau)
         if not 0.0 <= self.gamma < 1.0:
             bad("gamma", "must be in [0, 1)", self.gamma)
-        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg", "lambda_idt", "lambda_tc"):
+        for name in ("lambda_v", "lambda_rr", "lambda_rc", "lambda_pg", "lambda_idt"):
             if not getattr(self, name) >= 0:
                 bad(name, "must be non-negative", getattr(self, name))
-        if self.lambda_cyc is not None and not self.lambda_cyc >= 0:
-            bad("lambda_cyc", "must be non-negative", self.lambda_cyc)
+        for name in ("lambda_cyc", "lambda_tc"):  # None: the method's default
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                bad(name, "must be non-negative", getattr(self, name))
         if self.mode == "translate":
             if not self.input:
                 raise ConfigError("--mode translate needs --input VIDEO_OR_FOLDER")

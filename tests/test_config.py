@@ -112,6 +112,16 @@ def test_derived_paths_and_cycle_weight():
     assert parse_config(["--method", "cycle_gan", "--lambda_cyc", "2.5"]).cycle_weight == 2.5
 
 
+def test_temporal_consistency_weight_per_method():
+    assert parse_config(["--method", "rl_v2v_gan"]).tc_weight == 10.0
+    assert parse_config(["--method", "recycle_gan"]).tc_weight == 10.0
+    assert parse_config(["--method", "cycle_gan"]).tc_weight == 0.0  # the per-frame baseline as published
+    assert parse_config(["--method", "cycle_gan", "--lambda_tc", "3"]).tc_weight == 3.0
+    assert parse_config(["--lambda_tc", "0"]).tc_weight == 0.0
+    with pytest.raises(ConfigError):
+        parse_config(["--lambda_tc", "-1"])
+
+
 def test_json_round_trip():
     cfg = parse_config(README_MINIMAL.split() + ["--resume", "--max_videos_b", "3", "--amp", "bf16"])
     assert cfg.resume is True and cfg.max_videos_b == 3

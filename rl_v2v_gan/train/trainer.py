@@ -343,7 +343,7 @@ class Trainer:
                         add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(self._augment(fake[y])), mode))
                     if cfg.cycle_weight > 0:
                         add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
-                    if cfg.lambda_tc > 0:  # no flicker the input does not have
+                    if cfg.tc_weight > 0:  # no flicker the input does not have
                         add("tc", G.temporal_consistency_loss(fake[y], real[x]))
                     if cfg.lambda_idt > 0:  # gen_xy on a real y frame should leave it as it is
                         add("idt", G.identity_loss(self.net(f"gen_{x}{y}")(real[y]), real[y]))
@@ -367,7 +367,7 @@ class Trainer:
                         add("actor", actor_loss(q))
                         logs[f"rl/actor_q_{x}"] = q.detach().mean()
                 weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,
-                           "tc": cfg.lambda_tc,
+                           "tc": cfg.tc_weight,
                            "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
                 total = sum(weights[k] * v for k, v in terms.items())
                 for k, v in terms.items():
