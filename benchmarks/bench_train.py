@@ -48,7 +48,8 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
                       device=args.device, actor_start_step=0,
                       activation_checkpointing=getattr(args, "activation_checkpointing", "auto"),
                       channels_last=getattr(args, "channels_last", False),
-                      **{k: getattr(args, k) for k in ("gan_mode", "lambda_rr", "lambda_rc") if hasattr(args, k)})
+                      **{k: getattr(args, k) for k in ("gan_mode", "lambda_rr", "lambda_rc", "r1_every")
+                         if hasattr(args, k)})
     trainer = build_trainer(cfg, device, DistInfo())
     t, h, w, c = cfg.input_shape
     g = torch.Generator().manual_seed(0)
@@ -88,7 +89,9 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
         logs = trainer.train_step(batch)
         sync()
         times.append(time.perf_counter() - start)
-        out.update(step_s=statistics.median(times), steps_timed=len(times),
+        # Lazy R1 makes every r1_every-th step dearer: then the mean (over whole periods) is the cost.
+        every = getattr(args, "r1_every", 1)
+        out.update(step_s=statistics.median(times) if every == 1 else statistics.fmean(times), steps_timed=len(times),
                    skipped_updates=sum(v for k, v in logs.items() if k.startswith("skipped/")))
         out["clips_per_s"] = cfg.batch_size / out["step_s"]
         out["peak_mem_mib"] = (torch.cuda.max_memory_allocated() if device.type == "cuda"
@@ -130,6 +133,8 @@ def main() -> None:
     p.add_argument("--gan_mode", default="vanilla", choices=("vanilla", "lsgan"))
     p.add_argument("--lambda_rr", type=float, default=10.0)
     p.add_argument("--lambda_rc", type=float, default=10.0)
+    p.add_argument("--r1_every", type=int, default=1,
+                   help="lazy R1 period; above 1 the step time is the mean of the timed steps (use a multiple)")
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="device peak for MFU (e.g. 989 for H100 SXM dense bf16)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))

@@ -84,6 +84,8 @@ class Config:
                           "up as min(decay, (1+t)/(10+t))) and evaluate and translate with it; 0: none")
     pool_size: int = _f(0, "history pool of generated clips shown to the discriminators (CycleGAN: 50); 0: none")
     r1_gamma: float = _f(1.0, "weight of the R1 penalty gamma/2 |grad D(real)|^2 on the discriminators; 0: none")
+    r1_every: int = _f(1, "lazy R1 (StyleGAN2): take the penalty on every N-th discriminator step only, weighted "
+                          "N times, which saves its double backward on the other steps; 1: every step")
     spectral_norm: bool = _f(False, "spectral normalisation on every discriminator layer")
     disc_patch: bool = _f(False, "PatchGAN frame discriminator: a map of local logits instead of one per frame")
     diff_augment: str = _f("translation,cutout", "DiffAugment: differentiable transforms applied alike to real and generated "
@@ -275,6 +277,8 @@ class Config:
             bad("pool_size", "must be non-negative", self.pool_size)
         if not self.r1_gamma >= 0:
             bad("r1_gamma", "must be non-negative", self.r1_gamma)
+        if self.r1_every < 1:
+            bad("r1_every", "must be at least 1", self.r1_every)
         from .losses.augment import parse_policy  # here: the config module stays free of torch
 
         try:

@@ -234,7 +234,9 @@ class Trainer:
         return diff_augment(x, self.augment) if self.augment else x
 
     def _d_phase(self, real, fake, logs) -> bool:
-        mode, r1 = self.cfg.gan_mode, self.r1_gamma
+        mode, every = self.cfg.gan_mode, self.cfg.r1_every
+        # Lazy R1 (StyleGAN2): the penalty on every ``every``-th step, weighted ``every`` times.
+        r1 = self.r1_gamma * every if self.step % every == 0 else 0.0
         aug = self._augment
         loss_frame = loss_video = penalty = 0.0
         with self.autocast():

@@ -161,6 +161,19 @@ def test_r1_changes_the_discriminator_update_only(tiny_config, make_trainer, mak
     assert logs[0.0]["loss/D/frame"] == pytest.approx(logs[10.0]["loss/D/frame"])  # same forward
 
 
+def test_lazy_r1_takes_the_penalty_every_nth_step_weighted_n_times(tiny_config, make_trainer, make_batch):
+    """--r1_every 2: step 0 is the eager run with gamma doubled (same D update), step 1 has no penalty."""
+    batches = [make_batch(seed=0), make_batch(seed=1)]
+    lazy = make_trainer(tiny_config(method="recycle_gan", r1_gamma=1.0, r1_every=2, diff_augment=""))
+    eager = make_trainer(tiny_config(method="recycle_gan", r1_gamma=2.0, diff_augment=""))
+    first = [t.train_step(batches[0]) for t in (lazy, eager)]
+    assert first[0]["loss/D/r1"] == pytest.approx(first[1]["loss/D/r1"])
+    for p, q in zip(lazy.nets.disc_a.parameters(), eager.nets.disc_a.parameters()):
+        assert torch.equal(p, q)
+    assert "loss/D/r1" not in lazy.train_step(batches[1])
+    assert "loss/D/r1" in lazy.train_step(batches[0])  # step 2 takes it again
+
+
 def test_r1_is_skipped_under_ddp_with_a_warning(tiny_config, capsys):
     cfg = tiny_config(method="cycle_gan", r1_gamma=1.0)
     nets = networks_from_config(cfg)
@@ -214,7 +227,7 @@ def test_diff_augment_shows_both_phases_augmented_inputs_and_leaves_the_rl_rewar
 
 
 @pytest.mark.parametrize("flag, value", [("learning_rate_d", 0.0), ("lr_decay", 1.5), ("ema_decay", 1.0),
-                                         ("pool_size", -1), ("r1_gamma", -1.0),
+                                         ("pool_size", -1), ("r1_gamma", -1.0), ("r1_every", 0),
                                          ("diff_augment", "color")])
 def test_bad_stabiliser_values_name_the_flag(flag, value):
     with pytest.raises(ConfigError, match=flag):
