@@ -317,8 +317,8 @@ def run(mode: str, variant: str, change: str, work: Path, seeds: list[int], over
 def _stat(rows: list[dict], split: str, direction: str, metric: str, step: str | None = None
           ) -> tuple[float, float] | None:
     """Mean and sample std over the rows (seeds) of one metric, at curve point ``step`` (default: the last)."""
-    values = [(r["curve"][step] if step else r)[split][direction][metric] for r in rows]
-    values = [v for v in values if v is not None]
+    values = [(r["curve"][step] if step else r)[split][direction].get(metric) for r in rows]
+    values = [v for v in values if v is not None]  # None: not computed (e.g. a row cached before the metric)
     if not values:
         return None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
@@ -472,6 +472,8 @@ def main() -> None:
     print(intervals_table(rows, args.split))
     print("\ntemporal error curve (b2a of lowlight: the noise's flicker removed or kept):")
     print(curve_table(rows, args.split, "temporal_error", ".4f"))
+    print("\nSWD curve (x 10^3, translated vs real target frames, no ground truth used: lower is closer):")
+    print(curve_table(rows, args.split, "swd", ".1f"))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     if args.curve_svg:

@@ -48,7 +48,7 @@ def test_quality_quick_mode_produces_the_curves_and_caches_each_run(tmp_path):
     assert fewshot["trainB"] < standard["trainB"] and fewshot["trainA"] == standard["trainA"]
     table = proc.stdout.splitlines()
     assert sum(line.startswith("| standard | night |") or line.startswith("| fewshot | night |")
-               for line in table) == 5 * 2 * len(LABELS)  # last point, PSNR, SSIM, intervals, temporal error
+               for line in table) == 6 * 2 * len(LABELS)  # last point, PSNR, SSIM, intervals, temporal error, SWD
     assert len(list((tmp_path / "work" / "cache").glob("*.json"))) == 2 * (len(LABELS) - 1)
     assert (tmp_path / "curves.svg").read_text().startswith("<svg")
 

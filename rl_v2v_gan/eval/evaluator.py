@@ -10,6 +10,10 @@ Metrics per direction (a2b uses gen_ab on testA, b2a uses gen_ba on testB):
 - ``fid``, ``kid``, ``kid_std``: translated frames vs real frames of the target domain, with the
   standard Inception weights only (else null with the reason); ``fid_info`` holds the sample counts
   and a ``warning`` when FID came from fewer than 2048 frames per side (biased, not comparable);
+- ``swd``: sliced Wasserstein distance (x 10^3) between translated frames and real frames of the
+  target domain on 7x7 Laplacian-pyramid patches (Karras et al. 2018): needs neither ground truth
+  nor weights, so it is the one quality signal every split has (``metrics.SWD``); ``swd_levels``
+  per level, fine to coarse;
 - ``video_psnr``, ``video_ssim``, ``video_temporal_error``: what ``--mode translate`` gives users,
   against ground truth: whole test videos through the generator in chunks of T frames with the
   ConvLSTM state carried, frames through uint8 (DESIGN §7); ``video_frames``, ``video_count``: how
@@ -36,12 +40,11 @@ from ..errors import UserError
 from ..models.networks import translator
 from ..utils.fs import atomic_write_text
 from . import metrics as M
+from .report import TABLE_KEYS
 
 DIRECTIONS = {"a2b": ("a", "b", "gen_ab", "gen_ba"), "b2a": ("b", "a", "gen_ba", "gen_ab")}
 SAMPLE_SEED = 0
 """Seed of the evaluated test clips and videos and FID's real frames: every evaluation sees the same ones."""
-TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "video_psnr",
-              "video_ssim", "fid", "kid")
 VIDEO_KEYS = ("video_psnr", "video_ssim", "video_temporal_error")
 GT_KEYS = ("psnr", "ssim", "temporal_error", "flicker_gt")  # the metrics against paired ground truth
 
@@ -158,7 +161,9 @@ class VideoEvaluator:
         sums: dict[str, list[torch.Tensor]] = {}
         n_clips = 0
         self.fid.reset()
-        for item in self._loader(direction, max_batches):
+        loader = self._loader(direction, max_batches)
+        swd = M.SWD(expected_frames=len(loader.dataset) * test.clip_length)
+        for item in loader:
             x = to_float(item[src].to(self.device))  # [B,T,C,H,W]
             y = gen(x)
             cyc = gen_back(y)
@@ -169,6 +174,7 @@ class VideoEvaluator:
             for k, v in per_clip.items():
                 sums.setdefault(k, []).append(v.float().cpu())
             n_clips += x.shape[0]
+            swd.update(y.flatten(0, 1), real=False)
             if self.fid.available:
                 self.fid.update(y.flatten(0, 1), real=False)
         out: dict[str, Any] = {k: M.finite_or_none(float(torch.cat(v).mean())) for k, v in sums.items()}
@@ -181,9 +187,12 @@ class VideoEvaluator:
         out["ci95"] = {k: M.bootstrap_ci(v) for k, v in per_clip.items()}
         out.update(video)
         out.update({"n_clips": n_clips, "ground_truth": test.has_ground_truth})
-        if self.fid.available:
-            for frames in self._real_frames(dst, n_frames=n_clips * test.clip_length):
+        for frames in self._real_frames(dst, n_frames=n_clips * test.clip_length):
+            swd.update(frames, real=True)
+            if self.fid.available:
                 self.fid.update(frames, real=True)
+        sliced = swd.compute()
+        out.update({"swd": sliced["swd"], "swd_levels": sliced["swd_levels"]})
         fid = self.fid.compute()
         out.update({"fid": fid["fid"], "kid": fid["kid"], "kid_std": fid["kid_std"], "fid_info": fid})
         return out
@@ -235,7 +244,7 @@ class VideoEvaluator:
         return out
 
     def _real_frames(self, domain: str, n_frames: int, chunk: int = 256):
-        """``n_frames`` real frames of ``domain`` for FID, drawn uniformly over all frames of all
+        """``n_frames`` real frames of ``domain`` for SWD and FID, drawn uniformly over all frames of all
         videos of its test split (else its training split) with a fixed seed; in chunks."""
         split = f"test{domain.upper()}" if self.store.has(f"test{domain.upper()}") else f"train{domain.upper()}"
         videos = self.store.videos(split)

@@ -30,10 +30,10 @@ DIRECTIONS = ("a2b", "b2a")
 PLOT_METRICS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "temporal_error": "temporal error",
                 "flicker_ratio": "flicker ratio", "cycle_psnr": "cycle PSNR (dB)", "cycle_ssim": "cycle SSIM",
                 "video_psnr": "video PSNR (dB), translate path", "video_ssim": "video SSIM, translate path",
-                "fid": "FID", "kid": "KID"}
+                "swd": "SWD x 10^3 (no ground truth)", "fid": "FID", "kid": "KID"}
 TABLE_KEYS = ("psnr", "ssim", "temporal_error", "cycle_psnr", "cycle_ssim", "flicker_ratio", "video_psnr",
-              "video_ssim", "fid", "kid")
-"""The columns of evaluator.format_table (not imported from there: this page needs no torch)."""
+              "video_ssim", "swd", "fid", "kid")
+"""The metric columns of this page's table and of evaluator.format_table (kept here: this page needs no torch)."""
 ROW_NAMES = {4: ("input", "translation", "ground truth", "cycle"), 3: ("input", "translation", "cycle")}
 MAX_LOSS_POINTS = 400
 OPEN_EPOCHS = 6  # sample players of the newest epochs load at once; older ones when unfolded

@@ -15,7 +15,7 @@ from rl_v2v_gan.eval.evaluator import VideoEvaluator, paired_metrics
 
 KEYS = {"psnr", "ssim", "temporal_error", "flicker_gt", "cycle_psnr", "cycle_ssim", "flicker_ratio", "fid", "fid_info", "n_clips",
         "ground_truth", "kid", "kid_std", "video_psnr", "video_ssim", "video_temporal_error", "video_frames",
-        "video_count", "per_clip", "ci95"}
+        "video_count", "per_clip", "ci95", "swd", "swd_levels"}
 
 
 class Identity(torch.nn.Module):
@@ -43,6 +43,8 @@ def test_identity_on_synthetic_gives_the_ground_truth_gap(tiny_config, no_weight
         assert m["psnr"] < 30  # day vs night frames are far apart: the metric is against the other style
         assert m["fid"] is None and m["fid_info"]["status"] == "unavailable"  # never from other weights
         assert m["kid"] is None and m["kid_std"] is None  # KID comes from the same weights or not at all
+        # SWD needs no weights: always a number, and far from 0 for night frames scored against day ones.
+        assert m["swd"] > 50 and len(m["swd_levels"]) == 1
         # Every test video is one clip of T frames here, so the translate path covers the same frames.
         assert m["video_frames"] == cfg.synthetic_test_clips * cfg.clip_length
         assert m["video_psnr"] == pytest.approx(m["psnr"], rel=1e-6)
@@ -64,7 +66,8 @@ def test_eval_mode_writes_metrics_json_for_every_checkpoint(tmp_path, capsys, no
     assert [json.loads(line)["epoch"] for line in (run / "epoch_metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert main(["--mode", "eval", *common, "--all_checkpoints"]) == 0
     svg = (run / "metrics.svg").read_text()  # each metric against the epoch, a line per direction
-    assert svg.startswith("<svg") and svg.count('class="plot"') == 8 and 'aria-label="PSNR (dB)"' in svg
+    assert svg.startswith("<svg") and svg.count('class="plot"') == 9 and 'aria-label="PSNR (dB)"' in svg
+    assert 'aria-label="SWD x 10^3 (no ground truth)"' in svg  # the weight-free metric is plotted too
     assert 'aria-label="video PSNR (dB), translate path"' in svg
     out = capsys.readouterr().out
     assert "epoch_0001 a2b" in out and "epoch_0002 b2a" in out  # one table, every checkpoint
@@ -306,3 +309,37 @@ def test_flicker_against_the_ground_truth_motion_is_not_fooled_by_a_darker_style
     assert torch.allclose(M.flicker_ratio(gt, x), torch.full((2,), 0.5))
     noisy = gt + 0.5 * torch.randn_like(gt)  # independent per-frame noise: flicker
     assert (paired_metrics(noisy, gt)["flicker_gt"] > 1.5).all()
+
+
+class GroundTruth(torch.nn.Module):
+    """A translator that looks its ground truth up: the best any translator can do."""
+
+    def __init__(self, store, split: str):
+        super().__init__()
+        self.frames = {}  # every input frame's bytes -> its ground-truth frame ([C, H, W] uint8)
+        for v, g in zip(store.videos(split), store.videos(f"{split}_gt")):
+            for frame, truth in zip(np.asarray(v), np.asarray(g)):
+                self.frames.setdefault(frame.tobytes(), np.array(truth))
+
+    def forward(self, x):  # [B, T, C, H, W] in [-1, 1]: the evaluator's windows of the videos
+        # A frame from elsewhere (the cycle's second pass gets the other domain's ground truth)
+        # passes unchanged: only the forward translation is looked up.
+        frames = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+        out = [[self.frames.get(f.tobytes(), f) for f in clip] for clip in frames]
+        return to_float(torch.from_numpy(np.asarray(out)))
+
+
+def test_swd_is_lower_for_the_ground_truth_than_for_the_identity(tiny_config, no_weights_anywhere):
+    """SWD scores a translation against unpaired target frames: the ground-truth translation sits
+    closer to the target domain than the untranslated input, in both directions."""
+    cfg = tiny_config()
+    store = prepare_data(cfg, log=lambda *a: None)
+    if not all(store.has(s) for s in ("testA_gt", "testB_gt")):
+        pytest.skip("the tiny synthetic store keeps no ground truth videos under these names")
+    nets = torch.nn.Module()
+    nets.gen_ab, nets.gen_ba = GroundTruth(store, "testA"), GroundTruth(store, "testB")
+    ev = VideoEvaluator(store, cfg.clip_length, 2, torch.device("cpu"))
+    ident, truth = ev.evaluate(Identity(), max_batches=5), ev.evaluate(nets, max_batches=5)
+    for d in ("a2b", "b2a"):
+        assert truth[d]["psnr"] > 60  # the lookup really is the ground truth
+        assert truth[d]["swd"] < 0.5 * ident[d]["swd"]

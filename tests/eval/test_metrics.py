@@ -11,6 +11,8 @@ from rl_v2v_gan.errors import UserError
 from rl_v2v_gan.eval import metrics
 from rl_v2v_gan.eval.metrics import (
     FID,
+    SWD,
+    laplacian_pyramid,
     FLICKER_FLOOR,
     INCEPTION_WEIGHTS_FILE,
     finite_or_none,
@@ -423,3 +425,64 @@ def test_bootstrap_ci_over_runs_resamples_the_same_clips_for_every_run():
     assert (lo, hi) == pytest.approx(single)
     assert metrics.bootstrap_ci(torch.tensor([3.0])) is None
     assert metrics.bootstrap_ci(torch.tensor([1.0, float("inf")])) is None
+
+
+# --- SWD -------------------------------------------------------------------------------------------
+
+def _swd(fake: torch.Tensor, real: torch.Tensor) -> dict:
+    s = SWD(expected_frames=len(fake))
+    s.update(fake, real=False)
+    s.update(real, real=True)
+    return s.compute()
+
+
+def _frames(n=24, seed=0, h=32):
+    return _video(b=n, t=1, h=h, w=h, seed=seed)[:, 0]  # [n, 3, h, w] smooth, in [-1, 1]
+
+
+def test_laplacian_pyramid_sums_back_to_the_frames():
+    x = _frames(4, h=64)
+    levels = laplacian_pyramid(x)
+    assert [lv.shape[-1] for lv in levels] == [64, 32, 16]  # halved while the next keeps >= 14 pixels
+    y = levels[-1]
+    for band in reversed(levels[:-1]):
+        y = band + torch.nn.functional.interpolate(y, size=band.shape[-2:], mode="bilinear", align_corners=False)
+    torch.testing.assert_close(y, x)
+
+
+def test_swd_is_zero_for_identical_sets_and_deterministic():
+    x = _frames()
+    out = _swd(x, x)
+    assert out["swd"] == 0.0 and out["swd_levels"] == [0.0, 0.0]
+    y = _frames(seed=1)
+    assert _swd(x, y) == _swd(x, y)
+
+
+def test_swd_grows_with_a_colour_shift_and_with_noise_at_the_fine_level():
+    real, other = _frames(seed=1), _frames(seed=2)  # two samples of one distribution: the floor
+    floor = _swd(other, real)
+    tinted = other.clone()
+    tinted[:, 2] = (tinted[:, 2] + 0.4).clamp(-1, 1)  # a blue cast: what a translator must learn or undo
+    shifted = _swd(tinted, real)
+    assert shifted["swd"] > 3 * floor["swd"]
+    noisy = _swd((other + 0.1 * torch.randn(other.shape, generator=_gen(3))).clamp(-1, 1), real)
+    # Per-frame noise lives in the finest band, far more than in the coarse residual.
+    assert noisy["swd_levels"][0] > 3 * floor["swd_levels"][0]
+    assert noisy["swd_levels"][0] / floor["swd_levels"][0] > noisy["swd_levels"][-1] / floor["swd_levels"][-1]
+
+
+def test_swd_descriptor_budget_and_empty_sets():
+    s = SWD(expected_frames=1000)
+    assert s.per_frame == 16  # 16384 descriptors per level and side at most
+    assert SWD().compute() == {"swd": None, "swd_levels": [], "n_real": 0, "n_fake": 0}
+    out = _swd(_frames(8), _frames(8, seed=1))
+    assert out["n_real"] == out["n_fake"] == 8 * 128
+
+
+def test_swd_rejects_bad_frames_and_gives_no_number_below_a_patch():
+    with pytest.raises(UserError, match="SWD"):
+        SWD().update(torch.zeros(2, 3, 32), real=True)
+    s = SWD()
+    s.update(torch.zeros(2, 3, 6, 6), real=True)
+    s.update(torch.zeros(2, 3, 6, 6), real=False)
+    assert s.compute()["swd"] is None
