@@ -395,6 +395,36 @@ def curve_table(rows: list[dict], split: str, metric: str = "psnr", fmt: str = "
     return "\n".join(lines)
 
 
+def _lowest_swd(r: dict, split: str, d: str) -> str | None:
+    scored = [k for k in r["curve"] if r["curve"][k][split][d].get("swd") is not None]  # none: cached before SWD
+    return min(scored, key=lambda k: r["curve"][k][split][d]["swd"], default=None)
+
+
+def selection_table(rows: list[dict]) -> str:
+    """Which checkpoint a user would keep, per learned run and direction, and what it scores on test.
+
+    Without ground truth a user keeps the last checkpoint, or the one with the lowest SWD (its
+    translations against real target frames only), read on the validation split or on the very
+    clips being translated (test inputs and test target frames, never their ground truth); with
+    paired validation data, the one with the best validation PSNR. Each is scored by test PSNR,
+    beside the best test PSNR of the curve (an oracle, for reference: no one can choose by it)."""
+    lines = ["| change | method | seed | dir | last | lowest val SWD | lowest test SWD (no ground truth) | "
+             "best val PSNR | best test PSNR (oracle) |", "|" + "---|" * 9]
+    for r in rows:
+        if r["method"] == "identity":
+            continue
+        steps = list(r["curve"])
+        for d in ("a2b", "b2a"):
+            def scored(k):
+                return f"{k}: {r['curve'][k]['test'][d]['psnr']:.2f}" if k else "n/a"
+            by_psnr = max(steps, key=lambda k: r["curve"][k]["val"][d]["psnr"])
+            oracle = max(steps, key=lambda k: r["curve"][k]["test"][d]["psnr"])
+            cells = [steps[-1], _lowest_swd(r, "val", d), _lowest_swd(r, "test", d), by_psnr, oracle]
+            lines.append(f"| {r['change']} | {r['method']} | {r['seed']} | {d} | "
+                         + " | ".join(scored(k) for k in cells) + " |")
+    return "\n".join(lines)
+
+
 def curve_svg(rows: list[dict], split: str) -> str:
     """PSNR against training steps, one chart per (variant, change, direction), one line per method."""
     charts = []
@@ -474,6 +504,8 @@ def main() -> None:
     print(curve_table(rows, args.split, "temporal_error", ".4f"))
     print("\nSWD curve (x 10^3, translated vs real target frames, no ground truth used: lower is closer):")
     print(curve_table(rows, args.split, "swd", ".1f"))
+    print("\nthe checkpoint a user would keep (step: test PSNR), chosen by each rule:")
+    print(selection_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1, default=str))
     if args.curve_svg:

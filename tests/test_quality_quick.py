@@ -109,3 +109,24 @@ def test_lowlight_scores_a2b_against_the_clean_change_and_prints_intervals(tmp_p
     line = next(l for l in proc.stdout.splitlines() if l.startswith("| standard | lowlight | cycle_gan | 1 | ")
                 and "[" in l)
     assert line.count("[") == 6  # an interval for each of PSNR, temporal error, flicker_gt, both ways
+
+
+def test_the_kept_checkpoint_is_chosen_on_validation_and_scored_on_test():
+    import quality
+
+    def point(val_psnr, val_swd, test_psnr, test_swd):
+        m = lambda p, s: {"psnr": p, "swd": s}  # noqa: E731
+        return {"val": {"a2b": m(val_psnr, val_swd), "b2a": m(val_psnr, val_swd)},
+                "test": {"a2b": m(test_psnr, test_swd), "b2a": m(test_psnr, test_swd)}}
+    # Validation PSNR peaks at 600, validation SWD is lowest at 150, test SWD at 2400, test PSNR at 150.
+    curve = {"150": point(20.0, 5.0, 25.0, 3.0), "600": point(22.0, 7.0, 24.0, 2.0),
+             "2400": point(21.0, 9.0, 23.0, 1.0)}
+    rows = [{"method": "identity", "change": "sharpen", "seed": None, "curve": curve},
+            {"method": "rl_v2v_gan", "change": "sharpen", "seed": 0, "curve": curve}]
+    lines = quality.selection_table(rows).splitlines()
+    assert len(lines) == 2 + 2  # header, rule, one line per direction of the learned run
+    assert lines[2] == "| sharpen | rl_v2v_gan | 0 | a2b | 2400: 23.00 | 150: 25.00 | 2400: 23.00 | 600: 24.00 | 150: 25.00 |"
+    # A run cached before SWD existed has no SWD choice.
+    old = {k: {s: {d: {"psnr": v[s][d]["psnr"]} for d in v[s]} for s in v} for k, v in curve.items()}
+    lines = quality.selection_table([{"method": "cycle_gan", "change": "hue", "seed": 1, "curve": old}]).splitlines()
+    assert lines[2] == "| hue | cycle_gan | 1 | a2b | 2400: 23.00 | n/a | n/a | 600: 24.00 | 150: 25.00 |"
