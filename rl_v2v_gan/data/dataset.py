@@ -42,12 +42,16 @@ class UnpairedClips(Dataset):
     """Training items ``{"a": [T,C,H,W], "b": [T,C,H,W]}`` from independent videos and start frames.
 
     A key is ``(video_a, start_a, video_b, start_b)``; :meth:`sample_keys` draws keys uniformly over
-    every clip position of every video, so long videos count by their length.
+    every clip position of every video, so long videos count by their length. With ``hflip`` a key
+    is ``(video_a, start_a, flip_a, video_b, start_b, flip_b)``: each clip is mirrored left-right as
+    a whole (every frame alike, so its motion stays a motion) with probability 1/2, the training-data
+    augmentation of CycleGAN and Recycle-GAN; the videos and starts drawn are those without it.
     """
 
     def __init__(self, store: ClipStore, clip_length: int, max_videos_a: int | None = None,
-                 max_videos_b: int | None = None):
+                 max_videos_b: int | None = None, hflip: bool = False):
         self.clip_length = clip_length
+        self.hflip = hflip
         self.videos: dict[str, list[np.ndarray]] = {}
         self._starts: dict[str, torch.Tensor] = {}
         for domain, split, limit in (("a", "trainA", max_videos_a), ("b", "trainB", max_videos_b)):
@@ -66,21 +70,28 @@ class UnpairedClips(Dataset):
     def __len__(self) -> int:
         return int(max(s[-1] for s in self._starts.values()))
 
-    def sample_keys(self, n: int, generator: torch.Generator) -> list[tuple[int, int, int, int]]:
-        cols = []
+    def sample_keys(self, n: int, generator: torch.Generator) -> list[tuple[int, ...]]:
+        cols = {}
         for domain in ("a", "b"):
             cum = self._starts[domain]
             u = torch.randint(int(cum[-1]), (n,), generator=generator)
             video = torch.searchsorted(cum, u, right=True)
             start = u - torch.cat([cum.new_zeros(1), cum])[video]
-            cols += [video, start]
-        return [tuple(int(v) for v in row) for row in torch.stack(cols, 1)]
+            cols[domain] = [video, start]
+        if self.hflip:  # drawn after the clips: a run with flips sees the same clips as one without
+            for domain in ("a", "b"):
+                cols[domain].append(torch.randint(2, (n,), generator=generator))
+        return [tuple(int(v) for v in row) for row in torch.stack(cols["a"] + cols["b"], 1)]
 
-    def __getitem__(self, key: tuple[int, int, int, int]) -> dict[str, torch.Tensor]:
-        va, sa, vb, sb = key
+    def __getitem__(self, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        if len(key) == 4:
+            key = (key[0], key[1], 0, key[2], key[3], 0)
         t = self.clip_length
-        return {"a": torch.from_numpy(np.array(self.videos["a"][va][sa:sa + t])),
-                "b": torch.from_numpy(np.array(self.videos["b"][vb][sb:sb + t]))}
+        item = {}
+        for domain, (video, start, flip) in zip(("a", "b"), (key[:3], key[3:])):
+            clip = self.videos[domain][video][start:start + t]  # [T, C, H, W]
+            item[domain] = torch.from_numpy(np.array(clip[..., ::-1] if flip else clip))
+        return item
 
 
 class StepSampler(Sampler[list]):

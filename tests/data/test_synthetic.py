@@ -287,6 +287,27 @@ def test_sample_keys_are_uniform_over_clip_positions(tmp_path):
     assert all(1150 <= c <= 1520 for c in counts_b.values()), counts_b  # 1333 expected each
 
 
+def test_hflip_keeps_the_clips_drawn_and_flips_each_domain_half_the_time(tmp_path):
+    store = write_store(tmp_path, {"trainA": [4, 10], "trainB": [6]})
+    plain, flipped = UnpairedClips(store, T), UnpairedClips(store, T, hflip=True)
+    keys = flipped.sample_keys(2000, torch.Generator().manual_seed(0))
+    # The same videos and starts as without flips, each clip mirrored with probability 1/2, per domain.
+    assert [(va, sa, vb, sb) for va, sa, _, vb, sb, _ in keys] == plain.sample_keys(2000, torch.Generator().manual_seed(0))
+    for i in (2, 5):
+        share = sum(k[i] for k in keys) / len(keys)
+        assert 0.45 < share < 0.55, share
+    assert sum(k[2] != k[5] for k in keys) > 800  # the two domains flip independently
+
+
+def test_hflip_mirrors_every_frame_of_a_clip(synthetic_store):
+    plain, flipped = UnpairedClips(synthetic_store, T), UnpairedClips(synthetic_store, T, hflip=True)
+    item, mirrored = flipped[(1, 0, 0, 2, 0, 1)], flipped[(1, 0, 1, 2, 0, 0)]
+    assert torch.equal(item["a"], plain[(1, 0, 2, 0)]["a"]) and torch.equal(mirrored["b"], plain[(1, 0, 2, 0)]["b"])
+    assert not torch.equal(item["a"], item["a"].flip(-1))  # frames that a mirror changes: the check can fail
+    assert torch.equal(mirrored["a"], item["a"].flip(-1)) and torch.equal(item["b"], mirrored["b"].flip(-1))
+    assert mirrored["a"].is_contiguous() and mirrored["a"].dtype == torch.uint8
+
+
 def test_max_videos_limits_the_videos(tmp_path):
     store = write_store(tmp_path, {"trainA": [4, 5, 6], "trainB": [4, 4]})
     dataset = UnpairedClips(store, T, max_videos_a=1)
