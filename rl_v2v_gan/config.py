@@ -61,7 +61,7 @@ class Config:
     max_videos_a: int | None = _f(None, "use at most this many training videos of domain A (few-shot)")
     max_videos_b: int | None = _f(None, "use at most this many training videos of domain B (few-shot)")
     hflip: bool = _f(False, "augment training clips: mirror each clip left-right (all its frames alike) with "
-                            "probability 1/2, as CycleGAN and Recycle-GAN do")
+                            "probability 1/2, as CycleGAN does")
     skip_bad_videos: bool = _f(False, "skip unreadable or too-short videos with a warning instead of stopping")
     num_workers: int = _f(0, "DataLoader worker processes")
 

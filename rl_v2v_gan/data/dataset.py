@@ -44,8 +44,8 @@ class UnpairedClips(Dataset):
     A key is ``(video_a, start_a, video_b, start_b)``; :meth:`sample_keys` draws keys uniformly over
     every clip position of every video, so long videos count by their length. With ``hflip`` a key
     is ``(video_a, start_a, flip_a, video_b, start_b, flip_b)``: each clip is mirrored left-right as
-    a whole (every frame alike, so its motion stays a motion) with probability 1/2, the training-data
-    augmentation of CycleGAN and Recycle-GAN; the videos and starts drawn are those without it.
+    a whole (every frame alike, so its motion stays a motion) with probability 1/2, CycleGAN's
+    training-data augmentation; the videos and starts drawn are those without it.
     """
 
     def __init__(self, store: ClipStore, clip_length: int, max_videos_a: int | None = None,
