@@ -60,8 +60,9 @@ class Config:
     frame_stride: int = _f(1, "keep every k-th frame when preparing videos")
     max_videos_a: int | None = _f(None, "use at most this many training videos of domain A (few-shot)")
     max_videos_b: int | None = _f(None, "use at most this many training videos of domain B (few-shot)")
-    hflip: bool = _f(False, "augment training clips: mirror each clip left-right (all its frames alike) with "
-                            "probability 1/2, as CycleGAN does")
+    hflip: bool = _f(True, "augment training clips: mirror each clip left-right (all its frames alike) with "
+                           "probability 1/2, as CycleGAN does (chosen on the validation curves, README "
+                           "\"Looking for the stopping signal\"); --no-hflip: the clips as they are")
     skip_bad_videos: bool = _f(False, "skip unreadable or too-short videos with a warning instead of stopping")
     num_workers: int = _f(0, "DataLoader worker processes")
 
