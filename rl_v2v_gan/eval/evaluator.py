@@ -12,8 +12,9 @@ Metrics per direction (a2b uses gen_ab on testA, b2a uses gen_ba on testB):
   and a ``warning`` when FID came from fewer than 2048 frames per side (biased, not comparable);
 - ``swd``: sliced Wasserstein distance (x 10^3) between translated frames and real frames of the
   target domain on 7x7 Laplacian-pyramid patches (Karras et al. 2018): needs neither ground truth
-  nor weights, so it is the one quality signal every split has (``metrics.SWD``); ``swd_levels``
-  per level, fine to coarse;
+  nor weights, so every split has it (``metrics.SWD``); ``swd_levels`` per level, fine to coarse.
+  It measures how target-like the output is, not how much of the input's content it keeps (a
+  translation drifting from its content can still grow more target-like: README);
 - ``video_psnr``, ``video_ssim``, ``video_temporal_error``: what ``--mode translate`` gives users,
   against ground truth: whole test videos through the generator in chunks of T frames with the
   ConvLSTM state carried, frames through uint8 (DESIGN §7); ``video_frames``, ``video_count``: how
