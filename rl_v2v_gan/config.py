@@ -63,6 +63,9 @@ class Config:
     hflip: bool = _f(True, "augment training clips: mirror each clip left-right (all its frames alike) with "
                            "probability 1/2, as CycleGAN does (chosen on the validation curves, README "
                            "\"Looking for the stopping signal\"); --no-hflip: the clips as they are")
+    crop_scale: float = _f(1.0, "augment training clips: zoom each clip (all its frames alike) by a random factor "
+                                "in [1, S] and cut an H x W window at a random place, CycleGAN's resize-and-crop; "
+                                "1: off")
     skip_bad_videos: bool = _f(False, "skip unreadable or too-short videos with a warning instead of stopping")
     num_workers: int = _f(0, "DataLoader worker processes")
 
@@ -276,6 +279,8 @@ class Config:
         if self.activation_checkpointing == "on" and self.norm == "batch":
             bad("activation_checkpointing", "needs --norm instance (a recomputed batch norm would update its running "
                 "statistics twice)", self.activation_checkpointing)
+        if not self.crop_scale >= 1.0:
+            bad("crop_scale", "must be at least 1", self.crop_scale)
         if self.pool_size < 0:
             bad("pool_size", "must be non-negative", self.pool_size)
         if not self.r1_gamma >= 0:

@@ -46,12 +46,21 @@ class UnpairedClips(Dataset):
     is ``(video_a, start_a, flip_a, video_b, start_b, flip_b)``: each clip is mirrored left-right as
     a whole (every frame alike, so its motion stays a motion) with probability 1/2, CycleGAN's
     training-data augmentation; the videos and starts drawn are those without it.
+
+    With ``crop_scale`` S > 1 each domain's part of the key also holds ``(size, top, left)``: the clip
+    is zoomed (bilinear, every frame alike) to a random height ``size`` in ``[H, round(S * H)]`` (the
+    width in proportion) and an ``H x W`` window at a random position is cut out of it: CycleGAN's
+    resize-and-crop with the scale drawn per clip, so the unzoomed scale the model is tested at stays
+    among those it trains on. Its draws come after the flips', so the clips and flips are unchanged.
     """
 
     def __init__(self, store: ClipStore, clip_length: int, max_videos_a: int | None = None,
-                 max_videos_b: int | None = None, hflip: bool = False):
+                 max_videos_b: int | None = None, hflip: bool = False, crop_scale: float = 1.0):
+        if crop_scale < 1.0:
+            raise ValueError(f"crop_scale must be at least 1, got {crop_scale}")
         self.clip_length = clip_length
         self.hflip = hflip
+        self.crop_scale = crop_scale
         self.videos: dict[str, list[np.ndarray]] = {}
         self._starts: dict[str, torch.Tensor] = {}
         for domain, split, limit in (("a", "trainA", max_videos_a), ("b", "trainB", max_videos_b)):
@@ -66,6 +75,8 @@ class UnpairedClips(Dataset):
             # Cumulative count of valid start positions: a uniform draw over it picks a clip.
             counts = torch.tensor([len(v) - clip_length + 1 for v in videos])
             self._starts[domain] = torch.cumsum(counts, 0)
+        self.frame_size = tuple(int(v) for v in self.videos["a"][0].shape[-2:])
+        self._max_size = round(crop_scale * self.frame_size[0])
 
     def __len__(self) -> int:
         return int(max(s[-1] for s in self._starts.values()))
@@ -78,19 +89,37 @@ class UnpairedClips(Dataset):
             video = torch.searchsorted(cum, u, right=True)
             start = u - torch.cat([cum.new_zeros(1), cum])[video]
             cols[domain] = [video, start]
-        if self.hflip:  # drawn after the clips: a run with flips sees the same clips as one without
+        if self.hflip or self._max_size > self.frame_size[0]:
+            for domain in ("a", "b"):  # drawn after the clips: a run with flips sees the same clips as one without
+                flip = torch.randint(2, (n,), generator=generator)
+                cols[domain].append(flip if self.hflip else torch.zeros_like(flip))
+        if self._max_size > self.frame_size[0]:  # after the flips, for the same reason
+            h, w = self.frame_size
             for domain in ("a", "b"):
-                cols[domain].append(torch.randint(2, (n,), generator=generator))
+                size = torch.randint(h, self._max_size + 1, (n,), generator=generator)
+                width = torch.round(size * (w / h)).long()
+                top = (torch.rand(n, generator=generator) * (size - h + 1)).long()
+                left = (torch.rand(n, generator=generator) * (width - w + 1)).long()
+                cols[domain] += [size, top, left]
         return [tuple(int(v) for v in row) for row in torch.stack(cols["a"] + cols["b"], 1)]
 
     def __getitem__(self, key: tuple[int, ...]) -> dict[str, torch.Tensor]:
-        if len(key) == 4:
-            key = (key[0], key[1], 0, key[2], key[3], 0)
+        n = len(key) // 2  # fields per domain: (video, start[, flip[, size, top, left]])
+        if len(key) % 2 or n not in (2, 3, 6):
+            raise ValueError(f"a key holds 4, 6 or 12 values, got {key}")
+        h, w = self.frame_size
         t = self.clip_length
         item = {}
-        for domain, (video, start, flip) in zip(("a", "b"), (key[:3], key[3:])):
+        for domain, fields in zip(("a", "b"), (key[:n], key[n:])):
+            video, start, flip, size, top, left = (*fields, *(0, h, 0, 0)[n - 2:])
             clip = self.videos[domain][video][start:start + t]  # [T, C, H, W]
-            item[domain] = torch.from_numpy(np.array(clip[..., ::-1] if flip else clip))
+            clip = torch.from_numpy(np.array(clip[..., ::-1] if flip else clip))
+            if size != h:
+                width = round(size * (w / h))  # as sample_keys draws it
+                zoomed = torch.nn.functional.interpolate(clip.float(), size=(size, width), mode="bilinear",
+                                                         align_corners=False)
+                clip = zoomed[..., top:top + h, left:left + w].round_().clamp_(0, 255).to(torch.uint8).contiguous()
+            item[domain] = clip
         return item
 
 

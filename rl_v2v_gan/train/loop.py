@@ -109,7 +109,8 @@ def _train(cfg: Config, info: DistInfo, device: torch.device) -> int:
     barrier(info)
     if not info.is_main:
         store = prepare_data(cfg, lambda *a, **k: None)
-    dataset = UnpairedClips(store, cfg.clip_length, cfg.max_videos_a, cfg.max_videos_b, cfg.hflip)
+    dataset = UnpairedClips(store, cfg.clip_length, cfg.max_videos_a, cfg.max_videos_b, cfg.hflip,
+                            cfg.crop_scale)
     if store.frame_shape != (cfg.channels, *cfg.frame_size):
         raise UserError(f"clip store {store.root} holds {store.frame_shape} frames, not the configured "
                         f"{(cfg.channels, *cfg.frame_size)}")

@@ -15,7 +15,7 @@ from rl_v2v_gan.data import dataset as clips_dataset  # TestClips by module, so 
 from rl_v2v_gan.data.dataset import StepSampler, UnpairedClips, to_float, to_uint8
 from rl_v2v_gan.data.factory import prepare_data, synthetic_store_dir
 from rl_v2v_gan.data.store import MANIFEST, SPLITS, ClipStore, write_manifest
-from rl_v2v_gan.errors import UserError
+from rl_v2v_gan.errors import ConfigError, UserError
 
 T, H, W = 4, 16, 16
 N_TRAIN, N_TEST = 4, 3
@@ -306,6 +306,47 @@ def test_hflip_mirrors_every_frame_of_a_clip(synthetic_store):
     assert not torch.equal(item["a"], item["a"].flip(-1))  # frames that a mirror changes: the check can fail
     assert torch.equal(mirrored["a"], item["a"].flip(-1)) and torch.equal(item["b"], mirrored["b"].flip(-1))
     assert mirrored["a"].is_contiguous() and mirrored["a"].dtype == torch.uint8
+
+
+def test_crop_scale_keeps_the_clips_and_flips_drawn_and_draws_sizes_and_places_in_range(tmp_path):
+    store = write_store(tmp_path, {"trainA": [4, 10], "trainB": [6]})
+    flipped, cropped = UnpairedClips(store, T, hflip=True), UnpairedClips(store, T, hflip=True, crop_scale=1.5)
+    keys = cropped.sample_keys(2000, torch.Generator().manual_seed(0))
+    assert [k[:3] + k[6:9] for k in keys] == flipped.sample_keys(2000, torch.Generator().manual_seed(0))
+    for d in (0, 6):  # frames are 8 x 8: sizes 8..12, every window inside the zoomed frame
+        sizes = [k[d + 3] for k in keys]
+        assert set(sizes) == set(range(8, 13)), set(sizes)
+        assert all(0 <= k[d + 4] <= k[d + 3] - 8 and 0 <= k[d + 5] <= k[d + 3] - 8 for k in keys)
+        assert {k[d + 4] for k in keys if k[d + 3] == 12} == set(range(5))  # every place drawn
+    assert sum(k[3] != k[9] for k in keys) > 1000  # the two domains draw their own sizes
+    no_flip = UnpairedClips(store, T, crop_scale=1.5).sample_keys(200, torch.Generator().manual_seed(0))
+    assert all(k[2] == k[8] == 0 for k in no_flip)  # flips off stay off with crops on
+
+
+def test_crop_scale_zooms_and_crops_every_frame_of_a_clip_alike(synthetic_store):
+    plain = UnpairedClips(synthetic_store, T)
+    cropped = UnpairedClips(synthetic_store, T, hflip=True, crop_scale=1.5)
+    h, w = cropped.frame_size
+    assert torch.equal(cropped[(1, 0, 0, h, 0, 0, 2, 0, 1, h, 0, 0)]["a"], plain[(1, 0, 2, 0)]["a"])  # size H: no zoom
+    key = (1, 0, 0, h + 6, 2, 5, 2, 0, 1, h + 3, 3, 0)
+    item = cropped[key]
+    for domain, (size, top, left, flip) in (("a", (h + 6, 2, 5, 0)), ("b", (h + 3, 3, 0, 1))):
+        src = plain[(1, 0, 2, 0)][domain].float()
+        src = src.flip(-1) if flip else src
+        for t in range(T):  # each frame zoomed and cut with the clip's one size and place
+            frame = torch.nn.functional.interpolate(src[t:t + 1], size=(size, size), mode="bilinear",
+                                                    align_corners=False)[0, :, top:top + h, left:left + w]
+            assert torch.equal(item[domain][t], frame.round().clamp(0, 255).to(torch.uint8))
+        assert item[domain].shape == (T, 3, h, w) and item[domain].dtype == torch.uint8
+        assert item[domain].is_contiguous()
+    assert not torch.equal(item["a"], plain[(1, 0, 2, 0)]["a"])  # the crop changes the frames: the check can fail
+    with pytest.raises(ValueError, match="4, 6 or 12"):
+        cropped[(1, 0, 0, h, 0)]
+
+
+def test_crop_scale_below_one_is_refused():
+    with pytest.raises(ConfigError, match="--crop_scale must be at least 1"):
+        make_config(crop_scale=0.9)
 
 
 def test_max_videos_limits_the_videos(tmp_path):
