@@ -38,6 +38,12 @@ def to_uint8(clip: torch.Tensor) -> torch.Tensor:
     return clip.detach().add(1.0).mul_(127.5).round_().clamp_(0, 255).to(torch.uint8)
 
 
+def _zoomed_width(height, h: int, w: int):
+    """The width of an ``h x w`` frame zoomed to ``height`` rows (rounded half up, in integers, so a
+    key's draw and its loading agree exactly; ints or int tensors)."""
+    return (2 * height * w + h) // (2 * h)
+
+
 class UnpairedClips(Dataset):
     """Training items ``{"a": [T,C,H,W], "b": [T,C,H,W]}`` from independent videos and start frames.
 
@@ -97,7 +103,7 @@ class UnpairedClips(Dataset):
             h, w = self.frame_size
             for domain in ("a", "b"):
                 size = torch.randint(h, self._max_size + 1, (n,), generator=generator)
-                width = torch.round(size * (w / h)).long()
+                width = _zoomed_width(size, h, w)
                 top = (torch.rand(n, generator=generator) * (size - h + 1)).long()
                 left = (torch.rand(n, generator=generator) * (width - w + 1)).long()
                 cols[domain] += [size, top, left]
@@ -115,7 +121,7 @@ class UnpairedClips(Dataset):
             clip = self.videos[domain][video][start:start + t]  # [T, C, H, W]
             clip = torch.from_numpy(np.array(clip[..., ::-1] if flip else clip))
             if size != h:
-                width = round(size * (w / h))  # as sample_keys draws it
+                width = _zoomed_width(size, h, w)
                 zoomed = torch.nn.functional.interpolate(clip.float(), size=(size, width), mode="bilinear",
                                                          align_corners=False)
                 clip = zoomed[..., top:top + h, left:left + w].round_().clamp_(0, 255).to(torch.uint8).contiguous()

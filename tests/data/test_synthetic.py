@@ -344,6 +344,18 @@ def test_crop_scale_zooms_and_crops_every_frame_of_a_clip_alike(synthetic_store)
         cropped[(1, 0, 0, h, 0)]
 
 
+def test_crop_scale_keeps_the_aspect_of_non_square_frames(tmp_path):
+    store = write_store(tmp_path, {"trainA": [6], "trainB": [6]}, frame_shape=(3, 8, 12))
+    cropped = UnpairedClips(store, T, crop_scale=1.5)
+    keys = cropped.sample_keys(500, torch.Generator().manual_seed(0))
+    for k in keys:  # height 8..12 zooms the width in proportion: 12..18; every window inside
+        for size, top, left in (k[3:6], k[9:12]):
+            assert 0 <= top <= size - 8 and 0 <= left <= (2 * size * 12 + 8) // 16 - 12
+    assert max(k[5] for k in keys) == 6  # the widest zoom (18 columns) puts windows up to 6 in
+    item = cropped[keys[0]]
+    assert item["a"].shape == item["b"].shape == (T, 3, 8, 12)
+
+
 def test_crop_scale_below_one_is_refused():
     with pytest.raises(ConfigError, match="--crop_scale must be at least 1"):
         make_config(crop_scale=0.9)
