@@ -66,7 +66,6 @@ class UnpairedClips(Dataset):
             raise ValueError(f"crop_scale must be at least 1, got {crop_scale}")
         self.clip_length = clip_length
         self.hflip = hflip
-        self.crop_scale = crop_scale
         self.videos: dict[str, list[np.ndarray]] = {}
         self._starts: dict[str, torch.Tensor] = {}
         for domain, split, limit in (("a", "trainA", max_videos_a), ("b", "trainB", max_videos_b)):
@@ -82,7 +81,8 @@ class UnpairedClips(Dataset):
             counts = torch.tensor([len(v) - clip_length + 1 for v in videos])
             self._starts[domain] = torch.cumsum(counts, 0)
         self.frame_size = tuple(int(v) for v in self.videos["a"][0].shape[-2:])
-        self._max_size = round(crop_scale * self.frame_size[0])
+        self._max_size = round(crop_scale * self.frame_size[0])  # the largest zoomed height
+        self._crops = self._max_size > self.frame_size[0]  # a scale too close to 1 to zoom by a row: off
 
     def __len__(self) -> int:
         return int(max(s[-1] for s in self._starts.values()))
@@ -95,11 +95,11 @@ class UnpairedClips(Dataset):
             video = torch.searchsorted(cum, u, right=True)
             start = u - torch.cat([cum.new_zeros(1), cum])[video]
             cols[domain] = [video, start]
-        if self.hflip or self._max_size > self.frame_size[0]:
+        if self.hflip or self._crops:
             for domain in ("a", "b"):  # drawn after the clips: a run with flips sees the same clips as one without
                 flip = torch.randint(2, (n,), generator=generator)
                 cols[domain].append(flip if self.hflip else torch.zeros_like(flip))
-        if self._max_size > self.frame_size[0]:  # after the flips, for the same reason
+        if self._crops:  # after the flips, for the same reason
             h, w = self.frame_size
             for domain in ("a", "b"):
                 size = torch.randint(h, self._max_size + 1, (n,), generator=generator)
