@@ -105,6 +105,9 @@ class Config:
     lambda_rr: float = _f(10.0, "weight of the recurrent loss L_rr")
     lambda_rc: float = _f(10.0, "weight of the recycle loss L_rc")
     lambda_cyc: float | None = _f(None, "weight of the cycle loss (default: 10 for cycle_gan, else 0)")
+    cycle_detach: bool = _f(False, "the cycle loss trains only the generator that maps back: gen_yx(gen_xy(x)) "
+                                   "with gen_xy(x) detached, as back-translation does, so gen_xy is not asked to "
+                                   "hide in its output what it should remove (e.g. noise)")
     lambda_pg: float = _f(0.1, "weight of the DDPG actor loss L_actor (scale-free: divided by its own mean |Q|)")
     lambda_idt: float = _f(0.0, "weight of the identity loss |gen_ab(b) - b| + |gen_ba(a) - a| (CycleGAN)")
     lambda_tc: float | None = _f(None, "weight of the temporal-consistency loss: consecutive translated frames differ "

@@ -343,8 +343,9 @@ class Trainer:
                     add("adv", G.generator_adv_loss(getattr(nets, f"disc_{y}")(shown), mode))
                     if self.rl and cfg.lambda_v > 0:
                         add("video", G.generator_adv_loss(getattr(nets, f"vdisc_{y}")(self._augment(fake[y])), mode))
-                    if cfg.cycle_weight > 0:
-                        add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(fake[y]), real[x]))
+                    if cfg.cycle_weight > 0:  # --cycle_detach: back-translation, only gen_yx learns from it
+                        back_in = fake[y].detach() if cfg.cycle_detach else fake[y]
+                        add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(back_in), real[x]))
                     if cfg.tc_weight > 0:  # no flicker the input does not have
                         add("tc", G.temporal_consistency_loss(fake[y], real[x]))
                     if cfg.lambda_idt > 0:  # gen_xy on a real y frame should leave it as it is
