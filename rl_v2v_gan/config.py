@@ -309,6 +309,9 @@ class Config:
         for name in ("lambda_cyc", "lambda_tc"):  # None: the method's default
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 bad(name, "must be non-negative", getattr(self, name))
+        if self.cycle_detach and self.cycle_weight == 0:
+            bad("cycle_detach", f"needs a cycle loss: --lambda_cyc > 0 (0 for {self.method} unless given)",
+                self.cycle_detach)
         if self.mode == "translate":
             if not self.input:
                 raise ConfigError("--mode translate needs --input VIDEO_OR_FOLDER")
