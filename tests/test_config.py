@@ -108,7 +108,9 @@ def test_derived_paths_and_cycle_weight():
     assert cfg.resolved_data_root == Path("data/flower")
     assert parse_config(["--data_root", "/d"]).resolved_data_root == Path("/d")
     assert parse_config(["--method", "cycle_gan"]).cycle_weight == 10.0
-    assert parse_config(["--method", "recycle_gan"]).cycle_weight == 0.0
+    assert parse_config(["--method", "recycle_gan"]).cycle_weight == 3.0
+    assert parse_config(["--method", "rl_v2v_gan"]).cycle_weight == 3.0
+    assert parse_config(["--method", "rl_v2v_gan", "--lambda_cyc", "0"]).cycle_weight == 0.0  # the papers' objective
     assert parse_config(["--method", "cycle_gan", "--lambda_cyc", "2.5"]).cycle_weight == 2.5
 
 

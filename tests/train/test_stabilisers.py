@@ -228,10 +228,16 @@ def test_diff_augment_shows_both_phases_augmented_inputs_and_leaves_the_rl_rewar
 
 @pytest.mark.parametrize("flag, value", [("learning_rate_d", 0.0), ("lr_decay", 1.5), ("ema_decay", 1.0),
                                          ("pool_size", -1), ("r1_gamma", -1.0), ("r1_every", 0),
-                                         ("diff_augment", "color"), ("cycle_detach", True)])
+                                         ("diff_augment", "color")])
 def test_bad_stabiliser_values_name_the_flag(flag, value):
     with pytest.raises(ConfigError, match=flag):
         make_config(**{flag: value})
+
+
+def test_cycle_detach_without_a_cycle_loss_is_refused():
+    make_config(cycle_detach=True)  # the video methods' default cycle weight is 3
+    with pytest.raises(ConfigError, match="cycle_detach"):
+        make_config(cycle_detach=True, lambda_cyc=0.0)
 
 
 # ---------------------------------------------------------------- the cycle loss as back-translation
