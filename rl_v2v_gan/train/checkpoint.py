@@ -5,7 +5,9 @@ interrupted epoch) holding:
 
 - ``networks.safetensors``  every network and target network (tensors only: no code can ride along);
 - ``replay.safetensors``    the replay buffers (RL method), so a resumed run sees the same minibatches;
-- ``state.pt``              optimizers, AMP scaler, step, RNG states; read with ``weights_only=True``;
+- ``state.pt``              optimizers, AMP scaler, step, RNG states, the base learning rates and the
+                            resolved loss weights (a resume under other values says so); read with
+                            ``weights_only=True``;
 - ``replay.rankN.safetensors``, ``rng.rankN.pt``  under torchrun, the replay buffers and RNG states
   of rank N > 0 (DESIGN §9: each rank keeps its own buffer and exploration; rank 0's are above);
 - ``config.json``           the resolved configuration;

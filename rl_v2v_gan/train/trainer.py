@@ -34,6 +34,9 @@ from .distributed import all_reduce_flag, all_reduce_min
 from .history_pool import HistoryPool
 
 ADAM_BETAS = (0.5, 0.999)
+# Each weighted term of the generators' loss and the flag that sets its weight (the adversarial term is 1).
+LOSS_FLAGS = {"video": "lambda_v", "cyc": "lambda_cyc", "idt": "lambda_idt", "tc": "lambda_tc", "rr": "lambda_rr",
+              "rc": "lambda_rc", "actor": "lambda_pg"}
 
 
 def lr_factor(step: int, total: int, decay: float) -> float:
@@ -64,6 +67,10 @@ class Trainer:
         # Base learning rates per role (TTUR: the discriminators may have their own); the schedule
         # (--lr_decay) scales them each step, so a resumed run uses the flags it is given.
         self.base_lr = {"G": cfg.learning_rate, "D": cfg.lr_d, "Q": cfg.learning_rate}
+        # The generators' loss weights, resolved (a default can change between versions): saved with the
+        # checkpoint, so a resumed run can say when its objective is not the one it was trained with.
+        self.loss_weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,
+                             "tc": cfg.tc_weight, "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
         # Fused Adam: one kernel per step, and it can skip a non-finite step on the device (found_inf).
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
                                                   lr=self.base_lr[role], betas=ADAM_BETAS, fused=True)
@@ -369,9 +376,7 @@ class Trainer:
                             q = greedy_action(policy, mb.state[:cfg.actor_batch], left)[1].float()
                         add("actor", actor_loss(q))
                         logs[f"rl/actor_q_{x}"] = q.detach().mean()
-                weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,
-                           "tc": cfg.tc_weight,
-                           "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
+                weights = self.loss_weights
                 total = sum(weights[k] * v for k, v in terms.items())
                 for k, v in terms.items():
                     if k != "actor":
@@ -391,7 +396,23 @@ class Trainer:
         return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "scaler": self.scaler.state_dict(), "step": self.step,
                 "nonfinite": [self.nonfinite_streak, self.nonfinite_total], "base_lr": dict(self.base_lr),
+                "loss_weights": dict(self.loss_weights),
                 "pools": {d: pool.state_dict() for d, pool in self.pools.items()}}
+
+    def _note_loss_weights(self, saved: dict | None, log) -> None:
+        """Say when the generators' objective differs from the one the checkpoint was trained with."""
+        if saved is None:  # saved before the weights were recorded (2026-12-07)
+            if self.cfg.lambda_cyc is None and self.cfg.method != "cycle_gan":
+                log(f"note: the checkpoint does not record its loss weights (it predates them): if it was trained "
+                    f"with the default --lambda_cyc from before 2026-12-07, {self.cfg.method} had no cycle loss "
+                    f"then and has --lambda_cyc {self.loss_weights['cyc']:g} now: pass --lambda_cyc 0 to keep "
+                    f"that objective")
+            return
+        changed = [f"--{LOSS_FLAGS[k]} {saved[k]:g} -> {v:g}" for k, v in self.loss_weights.items()
+                   if k in saved and k in LOSS_FLAGS and saved[k] != v]
+        if changed:
+            log(f"note: the loss weights differ from the checkpoint's ({', '.join(changed)}): training continues "
+                f"with the new values")
 
     def load_state_dict(self, state: dict, log=print) -> None:
         """Restore; the flags given now win over the saved ones: a changed learning rate is applied
@@ -403,6 +424,7 @@ class Trainer:
         if changed:
             log(f"note: the learning rates differ from the checkpoint's ({', '.join(changed)}): training continues "
                 f"with the new values of --learning_rate / --learning_rate_d")
+        self._note_loss_weights(state.get("loss_weights"), log)
         saved_pools = state.get("pools", {})
         for d, pool in self.pools.items():
             if d in saved_pools:

@@ -56,6 +56,28 @@ def test_resume_with_a_new_learning_rate_applies_it_and_says_so(tiny_config, mak
     assert said == []
 
 
+
+def test_resume_with_other_loss_weights_says_which(tiny_config, make_trainer, make_batch):
+    """The objective's weights travel with the checkpoint: a resume under a changed flag or default says so."""
+    old = make_trainer(tiny_config(method="recycle_gan", lambda_cyc=0.0))
+    old.train_step(make_batch())
+    state = old.state_dict()
+    assert state["loss_weights"]["cyc"] == 0.0 and state["loss_weights"]["tc"] == old.cfg.tc_weight
+    said = []
+    make_trainer(tiny_config(method="recycle_gan", lambda_cyc=0.0)).load_state_dict(state, log=said.append)
+    assert said == []
+    make_trainer(tiny_config(method="recycle_gan")).load_state_dict(state, log=said.append)  # today's default: 3
+    assert len(said) == 1 and "--lambda_cyc 0 -> 3" in said[0] and "--lambda_tc" not in said[0]
+    # A checkpoint from before the weights were saved: only a run that leans on the changed default hears of it.
+    del state["loss_weights"]
+    said.clear()
+    make_trainer(tiny_config(method="recycle_gan")).load_state_dict(state, log=said.append)
+    assert len(said) == 1 and "pass --lambda_cyc 0" in said[0]
+    said.clear()
+    make_trainer(tiny_config(method="recycle_gan", lambda_cyc=3.0)).load_state_dict(state, log=said.append)
+    assert said == []
+
+
 # ---------------------------------------------------------------- EMA of the generators
 
 
