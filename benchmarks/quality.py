@@ -33,7 +33,13 @@ Splits: the clips just before the test clips are a **validation** split (same co
 trained on). Settings are chosen on ``--split val``; the README reports ``--split test``. Each
 run's numbers on both splits are cached as JSON keyed by its resolved configuration and a hash of
 the code (``<work>/cache/<key>.json``), so a full table is built up over several invocations and a rerun
-only trains what is missing; ``--set KEY=VALUE`` overrides a flag of every learned method.
+only trains what is missing (``--cached_only``: trains nothing, tables of what the cache holds);
+``--set KEY=VALUE`` overrides a flag of every learned method.
+
+**Targets.** A last table checks the convergence targets on the split shown, for every seed and
+the seeds' mean: no collapse (PSNR at the last point ≥ at 600 ≥ at 150, within 0.3 dB), PSNR and
+SSIM above the identity at 600 steps and the last point, night ≥ identity + 10 dB, and rl_v2v_gan
+≥ its ``λ_pg=0`` ablation at every point within the seeds' spread; each miss is named.
 """
 
 from __future__ import annotations
@@ -256,8 +262,9 @@ def train_and_evaluate(cfg, curve: tuple[int, ...], evaluators: dict, eval_batch
 
 
 def run(mode: str, variant: str, change: str, work: Path, seeds: list[int], overrides: dict, labels: list[str],
-        curve: tuple[int, ...], log=print) -> list[dict]:
-    """Every (label, seed) run of one variant and change, from the cache where it holds it."""
+        curve: tuple[int, ...], log=print, cached_only: bool = False) -> list[dict]:
+    """Every (label, seed) run of one variant and change, from the cache where it holds it; with
+    ``cached_only`` a run the cache lacks is reported missing instead of trained."""
     m = MODES[mode]
     where = work / variant / change
     root = where / "data"
@@ -296,6 +303,9 @@ def run(mode: str, variant: str, change: str, work: Path, seeds: list[int], over
                 row = json.loads(path.read_text())
                 rows.append({**row, "method": label, "seed": seed})
                 log(f"cached  {variant} {change} {label} seed {seed}")
+                continue
+            if cached_only:
+                log(f"missing {variant} {change} {label} seed {seed} (--cached_only: left out)")
                 continue
             cfg = dataclasses.replace(cfg, checkpoint_name=key)
             shutil.rmtree(cfg.run_dir, ignore_errors=True)  # a killed earlier attempt's leftovers
@@ -425,6 +435,103 @@ def selection_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# The targets of "Training that converges", checked on the curves of the split shown.
+COLLAPSE_TOL = 0.3  # dB a later point may lie below an earlier one
+NIGHT_MARGIN = 10.0  # dB over the identity on the strong night change
+
+
+def _checked_points(steps: list[str]) -> list[str]:
+    """The points the no-collapse rule compares, in order: 150 and 600 where the curve has them,
+    then its last point (the issue's 150 -> 600 -> 2400); a curve without them: first and last."""
+    last = int(steps[-1])
+    points = [str(s) for s in (150, 600) if str(s) in steps and s < last] + [steps[-1]]
+    return points if len(points) > 1 else list(dict.fromkeys([steps[0], steps[-1]]))
+
+
+def _value(r: dict, split: str, d: str, metric: str, k: str) -> float | None:
+    return r["curve"][k][split][d].get(metric)
+
+
+def _collapse(rs: list[dict], split: str, points: list[str]) -> list[str]:
+    """Every seed curve and the seeds' mean, each direction: a checked point more than
+    COLLAPSE_TOL below the one before it."""
+    misses = []
+    curves = [(f"seed {r['seed']}", [r]) for r in rs] + ([("mean", rs)] if len(rs) > 1 else [])
+    for who, group in curves:
+        for d in ("a2b", "b2a"):
+            ys = [statistics.fmean(_value(r, split, d, "psnr", k) for r in group) for k in points]
+            for (k0, y0), (k1, y1) in zip(zip(points, ys), zip(points[1:], ys[1:])):
+                if y1 < y0 - COLLAPSE_TOL:
+                    misses.append(f"{who} {d} {k0}→{k1}: {y0:.2f}→{y1:.2f}")
+    return misses
+
+
+def _below_identity(rs: list[dict], ident: dict, split: str, points: list[str]) -> list[str]:
+    """Every seed and the mean, each direction: PSNR or SSIM not above the identity's."""
+    misses = []
+    curves = [(f"seed {r['seed']}", [r]) for r in rs] + ([("mean", rs)] if len(rs) > 1 else [])
+    for who, group in curves:
+        for d in ("a2b", "b2a"):
+            for metric, fmt in (("psnr", ".2f"), ("ssim", ".3f")):
+                for k in points:
+                    y = statistics.fmean(_value(r, split, d, metric, k) for r in group)
+                    floor = ident["curve"][k][split][d][metric]
+                    if not y > floor:
+                        misses.append(f"{who} {d} {metric} @{k}: {y:{fmt}} ≤ {floor:{fmt}}")
+    return misses
+
+
+def targets_table(rows: list[dict], split: str) -> str:
+    """The convergence targets per learned row, on ``split``:
+
+    - **no collapse**: PSNR at the last point ≥ at 600 ≥ at 150 (within COLLAPSE_TOL), on every seed
+      and the seeds' mean, both directions;
+    - **above the identity**: PSNR and SSIM above the identity's at 600 steps and the last point
+      (the last alone on shorter curves), every seed and the mean, both directions;
+    - **night**: the mean at least NIGHT_MARGIN dB over the identity there;
+    - **≥ λ_pg=0** (rl_v2v_gan, where its ablation ran with the same curve): the mean at every point
+      at least the ablation's minus the larger of the two seed stds (the seeds' spread).
+
+    A cell says "yes", or "no" with every miss."""
+    groups = _groups(rows)
+    lines = ["| variant | change | method | seeds | no collapse (" + f"{COLLAPSE_TOL} dB) | above identity, PSNR & SSIM "
+             f"| night ≥ identity + {NIGHT_MARGIN:.0f} dB | ≥ λ_pg=0 |", "|" + "---|" * 8]
+    for (variant, change, method), rs in groups.items():
+        ident = groups.get((variant, change, "identity"))
+        if method == "identity" or not ident:
+            continue
+        steps = list(rs[0]["curve"])
+        if any(list(r["curve"]) != steps for r in rs):
+            lines.append(f"| {variant} | {change} | {method} | {len(rs)} | seeds with different curves: not checked |"
+                         " | | |")
+            continue
+        points = _checked_points(steps)
+        late = [k for k in points if int(k) >= 600] or [points[-1]]
+
+        def verdict(misses: list[str]) -> str:
+            return "yes" if not misses else "**no**: " + "; ".join(misses)
+
+        collapse = verdict(_collapse(rs, split, points))
+        above = verdict(_below_identity(rs, ident[0], split, late))
+        night = "—"
+        if change == "night":
+            gains = [statistics.fmean(_value(r, split, d, "psnr", k) for r in rs)
+                     - ident[0]["curve"][k][split][d]["psnr"] for d in ("a2b", "b2a") for k in late]
+            night = f"{'yes' if min(gains) >= NIGHT_MARGIN else '**no**'} ({min(gains):+.2f} dB at least)"
+        ablation = "—"
+        pg0 = groups.get((variant, change, "rl_v2v_gan λ_pg=0"))
+        if method == "rl_v2v_gan" and pg0 and list(pg0[0]["curve"]) == steps:
+            misses = []
+            for d in ("a2b", "b2a"):
+                for k in steps:
+                    (m1, s1), (m0, s0) = _stat(rs, split, d, "psnr", k), _stat(pg0, split, d, "psnr", k)
+                    if m1 < m0 - max(s1, s0):
+                        misses.append(f"{d} @{k}: {m1 - m0:+.2f} dB")
+            ablation = verdict(misses) + f" ({len(rs)} vs {len(pg0)} seeds)"
+        lines.append(f"| {variant} | {change} | {method} | {len(rs)} | {collapse} | {above} | {night} | {ablation} |")
+    return "\n".join(lines)
+
+
 def curve_svg(rows: list[dict], split: str) -> str:
     """PSNR against training steps, one chart per (variant, change, direction), one line per method."""
     charts = []
@@ -467,6 +574,9 @@ def main() -> None:
                    help="split shown in the table: choose settings on val, report test")
     p.add_argument("--set", type=_override, action="append", default=[], metavar="KEY=VALUE",
                    help="override a flag of every learned method (cached under its own key)")
+    p.add_argument("--cached_only", action="store_true",
+                   help="train nothing: tables of the runs the cache already holds (e.g. while others still train, "
+                        "or cache files gathered from several --work folders: a key names configuration and code)")
     p.add_argument("--json", help="also write the rows as JSON here")
     p.add_argument("--curve_svg", help="also draw the PSNR curves as SVG here")
     args = p.parse_args()
@@ -483,7 +593,7 @@ def main() -> None:
     start = time.perf_counter()
     rows = [row for variant in args.variants for change in args.changes
             for row in run(mode, variant, change, work, seeds, dict(args.set), args.methods, curve,
-                           log=lambda msg: print(msg, file=sys.stderr, flush=True))]
+                           log=lambda msg: print(msg, file=sys.stderr, flush=True), cached_only=args.cached_only)]
     extra = ", ".join(f"{k}={v}" for k, v in args.set) or "defaults"
     print(f"quality benchmark ({mode}, {args.split} split, {extra}): {m['t']}x{m['size']}x{m['size']}x3 clips, "
           f"curve at {', '.join(map(str, curve))} steps, batch {m['batch']}, ngf=ndf={m['ngf']}, seeds {seeds}; "
@@ -504,6 +614,9 @@ def main() -> None:
     print(curve_table(rows, args.split, "temporal_error", ".4f"))
     print("\nSWD curve (x 10^3, translated vs real target frames, no ground truth used: lower is closer):")
     print(curve_table(rows, args.split, "swd", ".1f"))
+    print(f"\ntargets of 'Training that converges' on the {args.split} split (150 -> 600 -> last; "
+          "above the identity at 600 and the last point):")
+    print(targets_table(rows, args.split))
     print("\nthe checkpoint a user would keep (step: test PSNR), chosen by each rule:")
     print(selection_table(rows))
     if args.json:

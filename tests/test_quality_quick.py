@@ -48,7 +48,8 @@ def test_quality_quick_mode_produces_the_curves_and_caches_each_run(tmp_path):
     assert fewshot["trainB"] < standard["trainB"] and fewshot["trainA"] == standard["trainA"]
     table = proc.stdout.splitlines()
     assert sum(line.startswith("| standard | night |") or line.startswith("| fewshot | night |")
-               for line in table) == 6 * 2 * len(LABELS)  # last point, PSNR, SSIM, intervals, temporal error, SWD
+               for line in table) == 6 * 2 * len(LABELS) + 2 * (len(LABELS) - 1)  # last point, PSNR, SSIM,
+    # intervals, temporal error, SWD; the targets of the learned rows
     assert len(list((tmp_path / "work" / "cache").glob("*.json"))) == 2 * (len(LABELS) - 1)
     assert (tmp_path / "curves.svg").read_text().startswith("<svg")
 
@@ -57,6 +58,11 @@ def test_quality_quick_mode_produces_the_curves_and_caches_each_run(tmp_path):
     assert proc.stderr.count("cached") == len(LABELS) - 1 and "trained" not in proc.stderr
     before = {r["method"]: r["test"] for r in rows if r["variant"] == "standard"}
     assert {r["method"]: r["test"] for r in again} == before
+
+    # --cached_only trains nothing: a seed the cache lacks is reported missing, and only the identity is left.
+    only, proc = _quality(tmp_path, "--variants", "standard", "--changes", "night", "--seeds", "7", "--cached_only")
+    assert proc.stderr.count("missing") == len(LABELS) - 1 and "trained" not in proc.stderr
+    assert [r["method"] for r in only] == ["identity"]
 
 
 def test_every_change_builds_its_unpaired_dataset_and_trains(tmp_path):
@@ -130,3 +136,56 @@ def test_the_kept_checkpoint_is_chosen_on_validation_and_scored_on_test():
     old = {k: {s: {d: {"psnr": v[s][d]["psnr"]} for d in v[s]} for s in v} for k, v in curve.items()}
     lines = quality.selection_table([{"method": "cycle_gan", "change": "hue", "seed": 1, "curve": old}]).splitlines()
     assert lines[2] == "| hue | cycle_gan | 1 | a2b | 2400: 23.00 | n/a | n/a | 600: 24.00 | 150: 25.00 |"
+
+
+def _curve_row(method, seed, psnr, ssim=0.9, change="hue"):
+    """A row whose PSNR per point is ``psnr[step] = (a2b, b2a)`` on both splits, SSIM ``ssim`` everywhere."""
+    def point(a2b, b2a):
+        m = lambda p: {"psnr": p, "ssim": ssim}  # noqa: E731
+        return {split: {"a2b": m(a2b), "b2a": m(b2a)} for split in ("val", "test")}
+    return {"variant": "standard", "change": change, "method": method, "seed": seed,
+            "curve": {k: point(*v) for k, v in psnr.items()}}
+
+
+def _targets(rows):
+    import quality
+
+    lines = quality.targets_table(rows, "test").splitlines()
+    return {line.split(" | ")[2]: line.removesuffix(" |").split(" | ")[4:] for line in lines[2:]}
+
+
+def test_the_convergence_targets_are_checked_on_every_seed_and_the_mean():
+    ident = _curve_row("identity", None, {k: (24.0, 24.0) for k in ("150", "600", "2400")}, ssim=0.88)
+    rising = {"150": (24.5, 24.5), "600": (26.0, 26.0), "2400": (27.0, 27.0)}
+    cells = _targets([ident, _curve_row("rl_v2v_gan", 0, rising), _curve_row("rl_v2v_gan", 1, rising)])
+    assert cells["rl_v2v_gan"][:2] == ["yes", "yes"]
+    # One seed falls 1.8 dB after 600 steps in b2a: that seed is named, the mean (-0.4) too.
+    falls = {**rising, "2400": (27.0, 24.2)}
+    cells = _targets([ident, _curve_row("rl_v2v_gan", 0, rising), _curve_row("rl_v2v_gan", 1, falls)])
+    assert cells["rl_v2v_gan"][0] == "**no**: seed 1 b2a 600→2400: 26.00→24.20; mean b2a 600→2400: 26.00→25.60"
+    # Within the 0.3 dB tolerance is no collapse; a dip between checked points is not read.
+    dip = {"150": (24.5, 24.5), "300": (20.0, 20.0), "600": (26.0, 26.0), "2400": (25.75, 25.75)}
+    ident4 = _curve_row("identity", None, {k: (24.0, 24.0) for k in dip}, ssim=0.88)
+    assert _targets([ident4, _curve_row("cycle_gan", 0, dip)])["cycle_gan"][0] == "yes"
+    # SSIM at or below the identity's is a miss even where PSNR is above it.
+    cells = _targets([ident, _curve_row("recycle_gan", 2, rising, ssim=0.88)])
+    assert cells["recycle_gan"][1].startswith("**no**: seed 2 a2b ssim @600: 0.880 ≤ 0.880")
+    assert "psnr" not in cells["recycle_gan"][1]
+
+
+def test_the_night_margin_and_the_rl_ablation_are_checked():
+    ident = _curve_row("identity", None, {"150": (10.0, 10.0), "600": (10.0, 10.0)}, ssim=0.3, change="night")
+    rl = [_curve_row("rl_v2v_gan", s, {"150": (25.0, 19.0 + s), "600": (30.0, 21.0 + s)}, change="night")
+          for s in (0, 1)]  # b2a 21.5 ± 0.71 at 600
+    close = [_curve_row("rl_v2v_gan λ_pg=0", s, {"150": (25.0, 19.0), "600": (30.0, 22.0)}, change="night")
+             for s in (0, 1)]  # b2a 22.0: 0.5 dB above rl_v2v_gan, inside the seeds' spread
+    cells = _targets([ident, *rl, *close])
+    assert cells["rl_v2v_gan"][2] == "yes (+11.50 dB at least)"
+    assert cells["rl_v2v_gan"][3] == "yes (2 vs 2 seeds)"
+    assert cells["rl_v2v_gan λ_pg=0"][3] == "—"  # the ablation is not compared with itself
+    far = [_curve_row("rl_v2v_gan λ_pg=0", s, {"150": (25.0, 19.0), "600": (30.0, 23.0)}, change="night")
+           for s in (0, 1)]
+    cells = _targets([ident, *rl, *far])
+    assert cells["rl_v2v_gan"][3] == "**no**: b2a @600: -1.50 dB (2 vs 2 seeds)"
+    low = [_curve_row("cycle_gan", 0, {"150": (18.0, 18.0), "600": (19.0, 25.0)}, change="night")]
+    assert _targets([ident, *low])["cycle_gan"][2] == "**no** (+9.00 dB at least)"
