@@ -128,7 +128,7 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default="none", choices=("none", "auto", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--activation_checkpointing", default="auto", choices=("auto", "on", "off"))
+    p.add_argument("--activation_checkpointing", default="auto", choices=("auto", "on", "selective", "off"))
     p.add_argument("--channels_last", action="store_true")
     p.add_argument("--gan_mode", default="vanilla", choices=("vanilla", "lsgan"))
     p.add_argument("--lambda_rr", type=float, default=10.0)

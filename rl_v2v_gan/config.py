@@ -156,9 +156,11 @@ class Config:
     channels_last: bool = _f(False, "keep the 2-D networks' weights, hence their activations, in channels_last "
                              "layout (oneDNN and tensor cores run most of these convolutions faster so)")
     activation_checkpointing: str = _f("auto", "recompute the generators' and predictors' activations in the "
-                                       "backward pass instead of storing them (less memory, about a third more "
-                                       "generator compute); auto = on where a CUDA device's memory would be short",
-                                       choices=("auto", "on", "off"))
+                                       "backward pass instead of storing them: on = all of them (least memory, "
+                                       "about a third more generator compute), selective = all but the outputs of "
+                                       "the dearest convolutions (more memory than on, less recompute); auto = "
+                                       "selective or on where a CUDA device's memory would be short",
+                                       choices=("auto", "on", "selective", "off"))
 
     # --- translate -----------------------------------------------------------------------------
     input: str | None = _f(None, "translate: input video file or frames folder")
@@ -282,7 +284,7 @@ class Config:
             bad("lr_decay", "must be in [0, 1]", self.lr_decay)
         if not 0.0 <= self.ema_decay < 1.0:
             bad("ema_decay", "must be in [0, 1)", self.ema_decay)
-        if self.activation_checkpointing == "on" and self.norm == "batch":
+        if self.activation_checkpointing in ("on", "selective") and self.norm == "batch":
             bad("activation_checkpointing", "needs --norm instance (a recomputed batch norm would update its running "
                 "statistics twice)", self.activation_checkpointing)
         if not self.crop_scale >= 1.0:

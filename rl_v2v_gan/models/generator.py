@@ -15,26 +15,57 @@ heavy residual blocks sit at the bottleneck, the ConvLSTM's hidden state has hal
 width, and the predictor starts at half the width and downsamples once more. At 256x256 and
 ngf = 64 this is about 51 GFLOP per generator frame and 12 GFLOP per predictor call (p = 2).
 
-**Activation checkpointing** (DESIGN §9, ``--activation_checkpointing``; ``checkpointing = True``):
-a call keeps only its input and output for the backward pass and runs its forward again there,
-so the activations of one call live only while that call's gradient is taken, instead of those
-of every generator and predictor call of a step until the step's backward (at 256x256 they are
-most of its memory). One more forward per call; same values and gradients. Checkpointing the
-whole call rather than its levels was measured to keep 0.006x instead of 0.41x of the bytes
-(``benchmarks/bench_checkpointing.py``).
+**Activation checkpointing** (DESIGN §9, ``--activation_checkpointing``; ``checkpointing``):
+``"on"``: a call keeps only its input and output for the backward pass and runs its forward again
+there, so the activations of one call live only while that call's gradient is taken, instead of
+those of every generator and predictor call of a step until the step's backward (at 256x256 they
+are most of its memory). One more forward per call; same values and gradients. Checkpointing the
+whole call rather than its levels was measured to keep 0.006x instead of 0.41x of the bytes.
+``"selective"`` (selective activation checkpointing): the same, except that the outputs of the
+convolutions whose every output value costs at least ``SAVE_MACS_PER_VALUE`` multiply-adds (the
+bottleneck's residual blocks and ConvLSTM, the head, at ngf = 64) are kept rather than recomputed:
+the cheap-per-byte work (full-resolution convolutions, norms, activations) is what runs again.
+Same values and gradients (``benchmarks/bench_checkpointing.py`` measures both modes).
 """
 
 from __future__ import annotations
+
+import inspect
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .blocks import ConvLSTM, ResidualBlock, make_norm
 
 State = tuple[torch.Tensor, torch.Tensor]
+
+CHECKPOINTING = ("off", "on", "selective")  # what ``Generator.checkpointing`` may be
+# "selective" keeps a convolution's output when each output value took at least this many multiply-adds
+# (in_channels / groups x kernel area): at ngf = 64 the bottleneck's residual blocks (2304), the ConvLSTM
+# (3456) and the head (3136); the full-resolution and strided levels (147-1152) are recomputed. Chosen on
+# bench_checkpointing.py at 4x128x128, ngf 64: 0.12x the stored bytes at 1.15x the time (1000: 0.21x at
+# 1.14x; "on": 0.003x at 1.32x).
+SAVE_MACS_PER_VALUE = 2000
+
+
+def _keep_dear_convolutions(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """The "selective" policy: save the outputs of convolutions that are dear to recompute per stored value."""
+    if op is torch.ops.aten.convolution.default and args[1][0].numel() >= SAVE_MACS_PER_VALUE:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _selective_contexts():
+    return create_selective_checkpoint_contexts(_keep_dear_convolutions)
+
+
+# Where torch lets us (2.14+), the tensors a selective region keeps go through saved-tensor hooks like any
+# other (so hooks such as save_on_cpu, or a count of stored bytes, see them); older versions bypass them.
+_HOOKS = ({"respect_saved_tensors_hooks": True}
+          if "respect_saved_tensors_hooks" in inspect.signature(checkpoint).parameters else {})
 
 # The residual start maps frames from [-1, 1] into tanh's pre-activation space through
 # atanh(clamp(x, -(1 - RESIDUAL_MARGIN), 1 - RESIDUAL_MARGIN)): the margin keeps atanh finite at
@@ -93,7 +124,7 @@ class Generator(nn.Module):
         self.narrow = nn.ModuleList(nn.Conv2d(widths[i + 1], widths[i], 1) for i in reversed(range(downsamples)))
         self.up = nn.ModuleList(_conv_norm_relu(widths[i], widths[i], norm) for i in reversed(range(downsamples)))
         self.head = nn.Conv2d(widths[0], channels, 7, padding=3, padding_mode="reflect")
-        self.checkpointing = False  # set by Networks.set_checkpointing
+        self.checkpointing = "off"  # one of CHECKPOINTING, set by Networks.set_checkpointing
         if residual:  # start from the identity: the residual is exactly 0 before training
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -105,7 +136,12 @@ class Generator(nn.Module):
         needs; with ``residual`` the output is a residual on the last input frame then.
         """
         check_clip(x, self.channels, type(self).__name__)
-        if self.checkpointing and torch.is_grad_enabled():
+        if self.checkpointing != "off" and torch.is_grad_enabled():
+            if self.checkpointing not in CHECKPOINTING:
+                raise ValueError(f"checkpointing must be one of {CHECKPOINTING}, got {self.checkpointing!r}")
+            if self.checkpointing == "selective":
+                return checkpoint(self._run, x, state, last_only, use_reentrant=False,
+                                  context_fn=_selective_contexts, **_HOOKS)
             return checkpoint(self._run, x, state, last_only, use_reentrant=False)
         return self._run(x, state, last_only)
 

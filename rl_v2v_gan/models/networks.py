@@ -115,12 +115,12 @@ class Networks(nn.Module):
                 p.data = p.data.contiguous(memory_format=torch.channels_last)
         return self
 
-    def set_checkpointing(self, on: bool) -> None:
-        """Activation checkpointing (``--activation_checkpointing``) in the networks that are
-        trained through long graphs: the generators and predictors (targets and EMA copies run
-        without gradients, where it changes nothing)."""
+    def set_checkpointing(self, mode: str) -> None:
+        """Activation checkpointing (``--activation_checkpointing``: "off", "on" or "selective") in the
+        networks that are trained through long graphs: the generators and predictors (targets and
+        EMA copies run without gradients, where it changes nothing)."""
         for name in self.roles["G"]:
-            getattr(self, name).checkpointing = on
+            getattr(self, name).checkpointing = mode
 
     def summary(self) -> str:
         lines = [f"networks ({self.method}):"]

@@ -75,10 +75,10 @@ def build_trainer(cfg: Config, device: torch.device, info: DistInfo) -> Trainer:
         for name in nets.online_names() + [f"{n}_target" for n in nets.target_names]:
             getattr(nets, name).compile()
     trainer = Trainer(cfg, nets, device, ddp)
-    on, why = resolve_checkpointing(cfg, device, trainer.amp_dtype)
-    nets.set_checkpointing(on)
-    if info.is_main and (on or cfg.activation_checkpointing != "auto"):
-        print(f"activation checkpointing {'on' if on else 'off'} ({why})")
+    mode, why = resolve_checkpointing(cfg, device, trainer.amp_dtype)
+    nets.set_checkpointing(mode)
+    if info.is_main and (mode != "off" or cfg.activation_checkpointing != "auto"):
+        print(f"activation checkpointing {mode} ({why})")
     torch.manual_seed(cfg.seed + info.rank)
     return trainer
 

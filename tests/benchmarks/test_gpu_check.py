@@ -39,8 +39,10 @@ def test_smoke_mode_runs_every_part_and_writes_json_and_markdown(tmp_path):
     results = json.loads((tmp_path / "gpu_check.json").read_text())
     parts = results["parts"]
     assert set(parts) == {"conv3d", "tests", "bench/rl_v2v_gan", "bench/recycle_gan", "bench/cycle_gan",
-                          "bench/rl_v2v_gan+checkpointing", "curves", "translate", "memory", "compile/cycle_gan"}
+                          "bench/rl_v2v_gan+checkpointing", "bench/rl_v2v_gan+selective", "curves", "translate",
+                          "memory", "compile/cycle_gan"}
     assert all(r["activation_checkpointing"] == "on" for r in parts["bench/rl_v2v_gan+checkpointing"]["rows"])
+    assert all(r["activation_checkpointing"] == "selective" for r in parts["bench/rl_v2v_gan+selective"]["rows"])
     assert results["ok"] and results["smoke"]
     assert all("error" not in p for p in parts.values()), {k: p.get("error") for k, p in parts.items()}
     for method in gpu_check.METHODS:
