@@ -68,8 +68,11 @@ class LiveBytes(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         for key in [k for k, (ref, _) in self.live.items() if ref.expired()]:
             self.current -= self.live.pop(key)[1]
+        # An output on an input's storage (in-place, out=, views: an optimizer's update, a replay buffer's
+        # write) allocates nothing; only storages first seen as an op's fresh output are counted.
+        inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.live:
+            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.live.keys() | inputs:
                 storage = t.untyped_storage()
                 self.live[storage._cdata] = (StorageWeakRef(storage), storage.nbytes())
                 self.current += storage.nbytes()

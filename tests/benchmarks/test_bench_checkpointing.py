@@ -14,6 +14,7 @@ spec.loader.exec_module(bench)
 
 def test_live_bytes_peaks_at_the_most_storage_alive_at_once():
     mib = 2 ** 20
+    before = torch.zeros(4 * mib // 4)  # 4 MiB allocated before the region
     with bench.LiveBytes() as live:
         a = torch.zeros(mib // 4)  # 1 MiB of float32
         b = torch.zeros(2 * mib // 4)  # 2 MiB: 3 alive
@@ -22,6 +23,8 @@ def test_live_bytes_peaks_at_the_most_storage_alive_at_once():
         c = torch.ones(mib // 4)  # 1 MiB: 3 alive again, never 4
         del b, view
         d = c + 1  # 1 MiB: 2 alive
+        before.add_(1)  # in place on a storage from before the region: nothing allocated
+        torch.add(c, 1, out=d)  # out= on a counted storage: nothing new
     assert live.peak == 3 * mib
     assert live.current == 2 * mib
     del c, d
