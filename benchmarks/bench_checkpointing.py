@@ -72,7 +72,8 @@ class LiveBytes(TorchDispatchMode):
         # write) allocates nothing; only storages first seen as an op's fresh output are counted.
         inputs = {t.untyped_storage()._cdata for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.live.keys() | inputs:
+            if isinstance(t, torch.Tensor) and t.untyped_storage()._cdata not in self.live \
+                    and t.untyped_storage()._cdata not in inputs:
                 storage = t.untyped_storage()
                 self.live[storage._cdata] = (StorageWeakRef(storage), storage.nbytes())
                 self.current += storage.nbytes()
