@@ -114,6 +114,9 @@ class Config:
     lambda_tc: float | None = _f(None, "weight of the temporal-consistency loss: consecutive translated frames differ "
                                        "only where the input's do (flow-free, Lai et al. 2018's visibility mask; "
                                        "default: 10 for the video methods, 0 for the per-frame cycle_gan)")
+    tc_relative: bool = _f(False, "the temporal-consistency loss lets a translation flicker, where its input holds "
+                                  "still, as much as real clips of its target domain do (e.g. their sensor noise), "
+                                  "and penalises only the excess")
 
     # --- reinforcement learning ----------------------------------------------------------------
     gamma: float = _f(0.99, "discount factor of the TD target")
@@ -314,6 +317,8 @@ class Config:
         for name in ("lambda_cyc", "lambda_tc"):  # None: the method's default
             if getattr(self, name) is not None and not getattr(self, name) >= 0:
                 bad(name, "must be non-negative", getattr(self, name))
+        if self.tc_relative and self.tc_weight == 0:
+            bad("tc_relative", "needs a temporal-consistency loss: --lambda_tc > 0", self.tc_relative)
         if self.cycle_detach and self.cycle_weight == 0:
             bad("cycle_detach", "needs a cycle loss: --lambda_cyc > 0", self.cycle_detach)
         if self.mode == "translate":

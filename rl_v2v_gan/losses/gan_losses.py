@@ -96,7 +96,39 @@ def temporal_consistency_loss(out: torch.Tensor, inp: torch.Tensor, alpha: float
     if out.shape != inp.shape or out.dim() != 5:
         raise ValueError(f"temporal_consistency_loss: clips [B,T,C,H,W] of one shape, got {list(out.shape)} "
                          f"and {list(inp.shape)}")
+    return (stillness_mask(inp, alpha) * (out[:, 1:] - out[:, :-1]).abs()).mean()
+
+
+def stillness_mask(clip: torch.Tensor, alpha: float = TC_ALPHA) -> torch.Tensor:
+    """``M_t = exp(-alpha |clip_t - clip_{t-1}|^2)`` (frames in [0, 1], mean over channels, no
+    gradient): ``[B,T,C,H,W]`` in [-1, 1] -> ``[B,T-1,1,H,W]``, ~1 where the clip holds still."""
     with torch.no_grad():
-        d_in = (inp[:, 1:] - inp[:, :-1]).float() * 0.5  # [B,T-1,C,H,W] in [0, 1] units
-        mask = torch.exp(-alpha * d_in.square().mean(2, keepdim=True))  # [B,T-1,1,H,W]
-    return (mask * (out[:, 1:] - out[:, :-1]).abs()).mean()
+        d = (clip[:, 1:] - clip[:, :-1]).float() * 0.5  # [B,T-1,C,H,W] in [0, 1] units
+        return torch.exp(-alpha * d.square().mean(2, keepdim=True))
+
+
+def still_flicker(clip: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How much ``clip [B,T,C,H,W]`` changes between frames where ``mask [B,T-1,1,H,W]`` says the
+    scene holds still: the mask-weighted mean of ``|clip_t - clip_{t-1}|``, ``[B]``."""
+    diff = (clip[:, 1:] - clip[:, :-1]).abs().float().mean(2, keepdim=True)  # [B,T-1,1,H,W]
+    return (mask * diff).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1e-6)
+
+
+def relative_temporal_consistency_loss(out: torch.Tensor, inp: torch.Tensor, target: torch.Tensor,
+                                       alpha: float = TC_ALPHA) -> torch.Tensor:
+    """L_tc measured against the target domain's own flicker (``--tc_relative``).
+
+    A translated clip may change between frames, where its input holds still, as much as real
+    clips of the target domain do where they hold still, and no more: per clip
+    ``relu(still_flicker(out, M(inp)) - mean_b still_flicker(target_b, M(target_b)))``, averaged.
+    A clean target domain (level ~0) gets the plain term's pull; a target domain with sensor
+    noise of its own leaves the generator free to paint that noise, which the plain term forbids
+    (the level reads about 10 % low: the target's own mask down-weights its largest changes).
+    ``target`` is a batch of real clips of the output's domain ``[B',T,C,H,W]`` (no gradient).
+    """
+    if out.shape != inp.shape or out.dim() != 5 or target.dim() != 5 or target.shape[1:] != out.shape[1:]:
+        raise ValueError(f"relative_temporal_consistency_loss: clips [B,T,C,H,W] of one shape, got "
+                         f"{list(out.shape)}, {list(inp.shape)} and target {list(target.shape)}")
+    with torch.no_grad():
+        level = still_flicker(target, stillness_mask(target, alpha)).mean()
+    return torch.relu(still_flicker(out, stillness_mask(inp, alpha)) - level).mean()

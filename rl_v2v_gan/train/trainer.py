@@ -353,8 +353,9 @@ class Trainer:
                     if cfg.cycle_weight > 0:  # --cycle_detach: back-translation, only gen_yx learns from it
                         back_in = fake[y].detach() if cfg.cycle_detach else fake[y]
                         add("cyc", G.cycle_loss(self.net(f"gen_{y}{x}")(back_in), real[x]))
-                    if cfg.tc_weight > 0:  # no flicker the input does not have
-                        add("tc", G.temporal_consistency_loss(fake[y], real[x]))
+                    if cfg.tc_weight > 0:  # no flicker the input does not have (beyond the target domain's own)
+                        add("tc", G.relative_temporal_consistency_loss(fake[y], real[x], real[y]) if cfg.tc_relative
+                            else G.temporal_consistency_loss(fake[y], real[x]))
                     if cfg.lambda_idt > 0:  # gen_xy on a real y frame should leave it as it is
                         add("idt", G.identity_loss(self.net(f"gen_{x}{y}")(real[y]), real[y]))
                     if nets.pred_a is not None:

@@ -166,3 +166,29 @@ def test_temporal_consistency_penalises_flicker_where_the_input_holds_still_and_
     assert out.grad.abs().sum() > 0 and inp.grad is None  # the mask carries no gradient
     with pytest.raises(ValueError, match="one shape"):
         G.temporal_consistency_loss(out[:, 1:], inp)
+
+
+def test_relative_temporal_consistency_allows_the_target_domains_own_flicker_and_no_more():
+    g = torch.Generator().manual_seed(0)
+    still = torch.rand(1, 1, 3, 16, 16, generator=g).mul(2).sub(1).expand(2, 6, 3, 16, 16).contiguous()
+    clean_in = still.clone()  # the input holds still: the mask is 1 everywhere
+    noisy_target = still + 0.08 * torch.randn(still.shape, generator=g)  # the target domain has sensor noise
+    as_noisy = still + 0.08 * torch.randn(still.shape, generator=g)  # painting that noise
+    much_noisier = still + 0.3 * torch.randn(still.shape, generator=g)
+    # Against a clean target (level 0) it is the plain term's per-clip still-region flicker.
+    plain = G.relative_temporal_consistency_loss(as_noisy, clean_in, still)
+    assert plain.item() == pytest.approx(G.temporal_consistency_loss(as_noisy, clean_in).item(), rel=1e-5)
+    # Against a noisy target, painting noise of the same level costs little (the target's own mask
+    # down-weights its largest changes, so its level reads ~10 % low); more noise costs.
+    assert G.relative_temporal_consistency_loss(as_noisy, clean_in, noisy_target).item() < 0.1 * plain.item()
+    excess = G.relative_temporal_consistency_loss(much_noisier, clean_in, noisy_target)
+    level = G.still_flicker(noisy_target, G.stillness_mask(noisy_target)).mean()
+    flick = G.still_flicker(much_noisier, G.stillness_mask(clean_in))
+    torch.testing.assert_close(excess, torch.relu(flick - level).mean())
+    assert excess.item() > 0.1
+    out = much_noisier.clone().requires_grad_()
+    target = noisy_target.clone().requires_grad_()
+    G.relative_temporal_consistency_loss(out, clean_in, target).backward()
+    assert out.grad.abs().sum() > 0 and target.grad is None  # the level is a statistic, not a path
+    with pytest.raises(ValueError, match="one shape"):
+        G.relative_temporal_consistency_loss(out, clean_in, target[:, 1:])

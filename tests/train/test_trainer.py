@@ -10,6 +10,7 @@ import rl_v2v_gan.rl.agent as agent_mod
 import rl_v2v_gan.train.trainer as trainer_mod
 from rl_v2v_gan.data.dataset import StepSampler, UnpairedClips, to_float
 from rl_v2v_gan.data.factory import prepare_data
+from rl_v2v_gan.errors import ConfigError
 from rl_v2v_gan.eval.evaluator import VideoEvaluator
 from rl_v2v_gan.losses.rl_losses import td_target
 from rl_v2v_gan.models.networks import ROLES
@@ -364,6 +365,15 @@ def test_temporal_consistency_term_enters_the_generator_objective(tiny_config, m
     logs = make_trainer(tiny_config(method="recycle_gan", lambda_tc=2.0)).train_step(make_batch())
     assert "loss/G/tc" not in base and logs["loss/G/tc"] > 0
     assert logs["loss/G/total"] == pytest.approx(base["loss/G/total"] + 2.0 * logs["loss/G/tc"], rel=1e-5)
+
+
+def test_relative_temporal_consistency_replaces_the_plain_term(tiny_config, make_trainer, make_batch):
+    plain = make_trainer(tiny_config(method="recycle_gan", lambda_tc=2.0)).train_step(make_batch())
+    rel = make_trainer(tiny_config(method="recycle_gan", lambda_tc=2.0, tc_relative=True)).train_step(make_batch())
+    assert rel["loss/G/tc"] >= 0 and rel["loss/G/tc"] != plain["loss/G/tc"]
+    assert rel["loss/G/adv"] == plain["loss/G/adv"]  # the same step up to the term
+    with pytest.raises(ConfigError, match="tc_relative"):
+        tiny_config(method="cycle_gan", tc_relative=True)  # cycle_gan has no temporal-consistency loss by default
 
 
 def test_channels_last_trains_the_same_and_checkpoints(tiny_config):
