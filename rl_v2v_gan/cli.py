@@ -13,7 +13,7 @@ import sys
 import typing
 from typing import Any, Sequence
 
-from .config import ARCH_FLAGS, DATA_FLAGS, Config, field_docs, load_preset, make_config
+from .config import ARCH_FLAGS, DATA_FLAGS, LEGACY_ARCH, Config, field_docs, load_preset, make_config
 from .errors import ConfigError, UserError
 
 PROG = "rl-v2v-gan"
@@ -48,11 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
         kwargs["type"] = meta.get("type", _scalar_type(hints[name]))
         parser.add_argument(f"--{name}", **kwargs)
     return parser
-
-
-# Architecture flags added after runs were already being trained, with the value such a run had:
-# its config.json lacks the key, and the new default (an EMA copy, say) would not match its weights.
-LEGACY_ARCH = {"disc_patch": False, "spectral_norm": False, "ema_decay": 0.0, "temporal_memory": True}
 
 
 def parse_config(argv: Sequence[str] | None = None) -> Config:

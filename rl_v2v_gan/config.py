@@ -24,7 +24,12 @@ DATASETS = ("synthetic", "folder", "city", "flower", "artificial")
 PRESETS_DIR = Path(__file__).parent / "presets"
 # Flags that shape the networks: a checkpoint only loads into networks built with the same values.
 ARCH_FLAGS = ("method", "input_shape", "context_frames", "ngf", "ndf", "n_res_blocks", "norm", "residual",
-              "disc_patch", "spectral_norm", "ema_decay", "temporal_memory")
+              "disc_patch", "spectral_norm", "ema_decay", "temporal_memory", "residual_space")
+# Architecture flags added after runs were already being trained, with the value such a run had:
+# its config.json (or an exported generator's metadata) lacks the key, and the new default (an EMA
+# copy, say) would not match its weights.
+LEGACY_ARCH = {"disc_patch": False, "spectral_norm": False, "ema_decay": 0.0, "temporal_memory": True,
+               "residual_space": "tanh"}
 # Flags that choose the data a run was trained on: eval and translate default to them too.
 DATA_FLAGS = ("dataset", "data_root", "resize_mode", "frame_stride", "synthetic_train_clips",
               "synthetic_test_clips", "seed")
@@ -78,6 +83,9 @@ class Config:
                                "per-frame ablation (state reset every frame)")
     residual: bool = _f(True, "start from the identity: generators and predictors output a learned residual on "
                               "their input frame / last context frame (--no-residual: plain tanh output)")
+    residual_space: str = _f("tanh", "where the residual is added: tanh = tanh(atanh(frame) + residual), output "
+                             "bounded but a brightened frame's noise amplified; linear = frame + residual, the "
+                             "input at gain 1", choices=("tanh", "linear"))
 
     # --- optimisation --------------------------------------------------------------------------
     learning_rate: float = _f(1e-4, "Adam learning rate of every network (the discriminators': see "

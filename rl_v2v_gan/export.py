@@ -31,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .config import ARCH_FLAGS, Config
+from .config import ARCH_FLAGS, LEGACY_ARCH, Config
 from .errors import UserError
 from .models.blocks import ConvLSTM
 from .models.generator import Generator
@@ -40,7 +40,7 @@ from .utils.fs import atomic_path
 
 # The flags a generator's weights depend on (besides the channel count, input_shape's C); the rest of
 # ARCH_FLAGS shape the other networks or the training size only.
-GENERATOR_FLAGS = ("ngf", "n_res_blocks", "norm", "residual", "temporal_memory")
+GENERATOR_FLAGS = ("ngf", "n_res_blocks", "norm", "residual", "temporal_memory", "residual_space")
 KIND_KEY, KIND = "rl_v2v_gan", "generator"  # metadata marking a file as ours
 VERSION = "1"
 EXTENSIONS = {"safetensors": ".safetensors", "onnx": ".onnx"}
@@ -57,7 +57,8 @@ def build_generator(flags: dict[str, Any]) -> Generator:
     (on the meta device): every tensor is then assigned from a file."""
     with torch.device("meta"):
         return Generator(channels=int(flags["input_shape"][3]), ngf=flags["ngf"], n_res_blocks=flags["n_res_blocks"],
-                         norm=flags["norm"], residual=flags["residual"], temporal=flags["temporal_memory"])
+                         norm=flags["norm"], residual=flags["residual"], temporal=flags["temporal_memory"],
+                         residual_space=flags["residual_space"])
 
 
 def _assign(gen: Generator, tensors: dict[str, torch.Tensor], what: str) -> Generator:
@@ -109,8 +110,9 @@ def read_model_metadata(path: str | Path) -> dict[str, Any]:
         raise UserError(f"--model {path}: generator file version {meta.get('version')!r}, this version reads "
                         f"{VERSION!r}")
     try:
-        meta["config"] = json.loads(meta["config"])
-    except (KeyError, ValueError):
+        # A file exported before an architecture flag existed was made with its legacy value.
+        meta["config"] = {**LEGACY_ARCH, **json.loads(meta["config"])}
+    except (KeyError, ValueError, TypeError):
         raise UserError(f"--model {path}: its metadata holds no readable architecture ('config')") from None
     return meta
 

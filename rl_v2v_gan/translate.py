@@ -32,7 +32,7 @@ from .config import Config
 from .data import video_io
 from .data.dataset import to_channels, to_float, to_uint8
 from .errors import UserError
-from .models.generator import Generator, State, check_clip, residual_output
+from .models.generator import Generator, State, check_clip
 
 STRIDE = 4
 """The generator's total downsampling: a frame's height and width must be multiples of it."""
@@ -228,7 +228,7 @@ def run_tiled(gen: Generator, x: torch.Tensor, state: State | None, tile: int):
             else:
                 delta = tl.core(gen.head(y))
                 base = tl.core(crop)
-                tl.place(out, residual_output(delta, base) if gen.residual else torch.tanh(delta))
+                tl.place(out, gen.output(delta, base))
         if stats is not None:
             dec_stats.append(stats.result())
     return out.unflatten(0, (b, t)), state  # [B,T,C,H,W]

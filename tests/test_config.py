@@ -316,13 +316,14 @@ def test_a_run_saved_before_the_new_architecture_flags_is_read_with_the_values_i
     run = tmp_path / "old"
     run.mkdir()
     saved = make_config(ngf=8).to_dict()
-    for key in ("ema_decay", "disc_patch", "spectral_norm", "temporal_memory"):
+    for key in ("ema_decay", "disc_patch", "spectral_norm", "temporal_memory", "residual_space"):
         saved.pop(key)
     (run / "config.json").write_text(json.dumps(saved))
     argv = ["--mode", "eval", "--checkpoint_dir", str(tmp_path), "--checkpoint_name", "old"]
     cfg = parse_config(argv)
     assert (cfg.ema_decay, cfg.disc_patch, cfg.spectral_norm, cfg.temporal_memory, cfg.ngf) == (0.0, False, False,
                                                                                                  True, 8)
+    assert cfg.residual_space == "tanh"
     assert parse_config(argv + ["--ema_decay", "0.99"]).ema_decay == 0.99  # given on the command line: it wins
     saved["ema_decay"] = 0.999  # a run that has the key keeps its value
     (run / "config.json").write_text(json.dumps(saved))

@@ -223,6 +223,25 @@ def test_model_file_mistakes_are_one_line(run, model_file, clip, tmp_path, capsy
     assert not out.exists()
 
 
+def test_a_generator_file_keeps_its_residual_space_and_one_exported_before_the_flag_reads_as_tanh(
+        run, model_file, tmp_path):
+    with safe_open(model_file, framework="pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    config = json.loads(meta["config"])
+    assert config["residual_space"] == "tanh"
+    linear = tmp_path / "linear.safetensors"
+    save_file(tensors, linear, metadata={**meta, "config": json.dumps({**config, "residual_space": "linear"})})
+    gen, _ = export_module.model_generator(make_config(**FLAGS, model=str(linear), residual_space="linear"))
+    assert gen.residual_space == "linear"
+    with pytest.raises(export_module.UserError, match="--residual_space linear \\(model\\) vs tanh \\(now\\)"):
+        export_module.model_generator(make_config(**FLAGS, model=str(linear)))
+    del config["residual_space"]
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, old, metadata={**meta, "config": json.dumps(config)})
+    assert export_module.model_flags(old)["residual_space"] == "tanh"
+    assert export_module.model_generator(make_config(**FLAGS, model=str(old)))[0].residual_space == "tanh"
+
+
 def test_export_mistakes_are_one_line(run, tmp_path, capsys):
     runs, _ = run
     out = tmp_path / "gen.safetensors"

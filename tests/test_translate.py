@@ -326,11 +326,11 @@ def test_a_folder_of_videos_needs_an_output_folder(runs, video_folder, tmp_path,
 # --output_size native: the model at the source resolution, optionally on tiles
 
 
-def perturbed_generator(norm: str = "instance", seed: int = 0) -> Generator:
+def perturbed_generator(norm: str = "instance", seed: int = 0, residual_space: str = "tanh") -> Generator:
     """An untrained generator whose head is random and small: its output is not the identity (a
     zero-initialised head makes every generator return its input)."""
     torch.manual_seed(seed)
-    gen = Generator(3, ngf=4, n_res_blocks=1, norm=norm).eval()
+    gen = Generator(3, ngf=4, n_res_blocks=1, norm=norm, residual_space=residual_space).eval()
     with torch.no_grad():
         gen.head.weight.normal_(0, 0.1)
         gen.head.bias.normal_(0, 0.1)
@@ -341,9 +341,9 @@ def perturbed_generator(norm: str = "instance", seed: int = 0) -> Generator:
     return gen
 
 
-@pytest.mark.parametrize("norm", ["instance", "batch"])
-def test_tiled_run_equals_the_untiled_one(norm):
-    gen = perturbed_generator(norm)
+@pytest.mark.parametrize("norm,residual_space", [("instance", "tanh"), ("batch", "tanh"), ("instance", "linear")])
+def test_tiled_run_equals_the_untiled_one(norm, residual_space):
+    gen = perturbed_generator(norm, residual_space=residual_space)
     x = torch.rand(2, 5, 3, 40, 56, generator=torch.Generator().manual_seed(1)) * 2 - 1  # tiles 16: 3 x 4, ragged
     with torch.no_grad():
         whole, (h, c) = gen.run(x)

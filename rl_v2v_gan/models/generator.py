@@ -75,12 +75,25 @@ _HOOKS = ({"respect_saved_tensors_hooks": True}
 RESIDUAL_MARGIN = 3e-3
 
 
-def residual_output(delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    """``tanh(atanh(clamp(base)) + delta)``: ``base`` (to within RESIDUAL_MARGIN) at delta = 0.
+RESIDUAL_SPACES = ("tanh", "linear")
 
-    The output lies strictly inside (-1, 1), the range of real frames: a generated pixel can never
-    be told apart by being out of range. Computed in float32 (atanh near +-1 is not a bf16 operation).
+
+def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh") -> torch.Tensor:
+    """The head's residual ``delta`` added to ``base``: exactly ``base`` at delta = 0 (to within
+    RESIDUAL_MARGIN for ``tanh``). Computed in float32 (atanh near +-1 is not a bf16 operation).
+
+    ``tanh`` (``--residual_space tanh``): ``tanh(atanh(clamp(base)) + delta)``. The output lies
+    strictly inside (-1, 1), the range of real frames, so a generated pixel can never be told apart
+    by being out of range; but a change of ``base`` reaches the output scaled by
+    ``(1 - out^2) / (1 - base^2)``: brightening a dark frame amplifies its noise several times.
+    ``linear``: ``base + delta``, the global residual of restoration networks: the input reaches the
+    output at gain 1 whatever the brightness change, and the output is not bounded (frames are
+    clamped where they are written and scored).
     """
+    if space == "linear":
+        return base.float() + delta.float()
+    if space != "tanh":
+        raise ValueError(f"residual space must be one of {', '.join(RESIDUAL_SPACES)}, got {space!r}")
     bound = 1.0 - RESIDUAL_MARGIN
     return torch.tanh(torch.atanh(base.float().clamp(-bound, bound)) + delta.float())
 
@@ -106,8 +119,12 @@ class Generator(nn.Module):
     """
 
     def __init__(self, channels: int = 3, ngf: int = 64, n_res_blocks: int = 2, norm: str = "instance",
-                 residual: bool = True, downsamples: int = 2, temporal: bool = True):
+                 residual: bool = True, downsamples: int = 2, temporal: bool = True,
+                 residual_space: str = "tanh"):
         super().__init__()
+        if residual_space not in RESIDUAL_SPACES:
+            raise ValueError(f"residual_space must be one of {', '.join(RESIDUAL_SPACES)}, got {residual_space!r}")
+        self.residual_space = residual_space
         # temporal=False is the per-frame ablation (--temporal_memory false): the same network with
         # its ConvLSTM restarted from the zero state at every frame, so no frame sees another.
         self.channels, self.residual, self.temporal = channels, residual, temporal
@@ -165,8 +182,11 @@ class Generator(nn.Module):
             y = F.interpolate(narrow(feat), size=skip.shape[-2:], mode="nearest")
             feat = up(y + skip)
         delta = self.head(feat).unflatten(0, (b, t))  # [B,T',C,H,W]
-        out = residual_output(delta, base) if self.residual else torch.tanh(delta)
-        return out.to(delta.dtype), state
+        return self.output(delta, base).to(delta.dtype), state
+
+    def output(self, delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+        """The frame from the head's output ``delta`` and the frame it is a residual on."""
+        return residual_output(delta, base, self.residual_space) if self.residual else torch.tanh(delta)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         return self.run(x, state)[0]
@@ -186,9 +206,10 @@ class Predictor(Generator):
     """
 
     def __init__(self, context_frames: int = 2, channels: int = 3, ngf: int = 64, n_res_blocks: int = 2,
-                 norm: str = "instance", residual: bool = True, frame_size: tuple[int, int] = (64, 64)):
+                 norm: str = "instance", residual: bool = True, frame_size: tuple[int, int] = (64, 64),
+                 residual_space: str = "tanh"):
         super().__init__(channels, max(ngf // 2, 1), n_res_blocks, norm, residual,
-                         downsamples=predictor_downsamples(frame_size))
+                         downsamples=predictor_downsamples(frame_size), residual_space=residual_space)
         self.context_frames = context_frames
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:

@@ -137,10 +137,11 @@ class Networks(nn.Module):
 def build_networks(method: str, input_shape: tuple[int, int, int, int], context_frames: int = 2, ngf: int = 64,
                    ndf: int = 64, n_res_blocks: int = 2, norm: str = "instance", residual: bool = True,
                    disc_patch: bool = False, spectral_norm: bool = False, ema_decay: float = 0.0,
-                   temporal_memory: bool = True) -> Networks:
+                   temporal_memory: bool = True, residual_space: str = "tanh") -> Networks:
     """Build the networks ``method`` needs for clips of ``input_shape = (T, H, W, C)``."""
     t, h, w, c = input_shape
-    gen = dict(channels=c, ngf=ngf, n_res_blocks=n_res_blocks, norm=norm, residual=residual)
+    gen = dict(channels=c, ngf=ngf, n_res_blocks=n_res_blocks, norm=norm, residual=residual,
+               residual_space=residual_space)
     disc = spectral_normed if spectral_norm else (lambda net: net)
     nets = {
         "gen_ab": Generator(**gen, temporal=temporal_memory), "gen_ba": Generator(**gen, temporal=temporal_memory),
@@ -157,4 +158,4 @@ def networks_from_config(cfg) -> Networks:
     """``build_networks`` with the flags of a :class:`~rl_v2v_gan.config.Config`."""
     return build_networks(cfg.method, cfg.input_shape, cfg.context_frames, cfg.ngf, cfg.ndf, cfg.n_res_blocks,
                           cfg.norm, cfg.residual, cfg.disc_patch, cfg.spectral_norm, cfg.ema_decay,
-                          cfg.temporal_memory)
+                          cfg.temporal_memory, cfg.residual_space)

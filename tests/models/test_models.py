@@ -283,6 +283,39 @@ def test_residual_output_stays_in_the_frame_range_and_is_the_identity_on_the_uin
     assert (residual_output(torch.zeros_like(base), base) - base).abs().max() <= RESIDUAL_MARGIN + 1e-6
 
 
+def test_linear_residual_passes_a_brightened_frames_noise_at_gain_one_where_tanh_amplifies_it():
+    """--residual_space: brightening a dark frame (-0.8 -> 0) in tanh space scales a change of the
+    input by (1 - 0^2) / (1 - 0.8^2) = 2.8 (the noise of a dark frame, brightened); added linearly
+    it passes at gain 1."""
+    base = torch.full((1, 1, 3, 8, 8), -0.8)
+    eps = 1e-3 * torch.randn(base.shape, generator=torch.Generator().manual_seed(0))
+    gains = {}
+    for space, delta in (("tanh", torch.atanh(torch.tensor(0.8))), ("linear", torch.tensor(0.8))):
+        out, moved = residual_output(delta.expand_as(base), base, space), residual_output(delta.expand_as(base),
+                                                                                          base + eps, space)
+        assert out.abs().max() < 1e-5  # brightened to 0 either way
+        gains[space] = ((moved - out) / eps).mean().item()
+    assert abs(gains["tanh"] - 1 / (1 - 0.8**2)) < 0.05 and abs(gains["linear"] - 1.0) < 1e-3
+    assert torch.equal(residual_output(torch.zeros_like(base), base + eps, "linear"), base + eps)
+    with pytest.raises(ValueError, match="tanh, linear"):
+        residual_output(base, base, "log")
+
+
+@pytest.mark.parametrize("space", ["tanh", "linear"])
+def test_untrained_generator_and_predictor_return_their_input_in_either_residual_space(space):
+    torch.manual_seed(0)
+    gen = Generator(3, ngf=4, n_res_blocks=1, residual_space=space)
+    pred = Predictor(2, channels=3, ngf=4, n_res_blocks=1, frame_size=(16, 16), residual_space=space)
+    x = _frames(2, 3, 3, 16, 16)
+    with torch.no_grad():
+        y, nxt = gen(x), pred(x[:, :2])
+    margin = RESIDUAL_MARGIN + 1e-6 if space == "tanh" else 1e-6
+    assert (y - x).abs().max() <= margin and (nxt - x[:, 1]).abs().max() <= margin
+    assert pred.residual_space == space
+    with pytest.raises(ValueError, match="residual_space"):
+        Generator(3, ngf=4, residual_space="log")
+
+
 # ---------------------------------------------------------------- start from the identity (DESIGN §3)
 
 

@@ -39,10 +39,10 @@ def _prepare(trainer, batch):
     return real, fake
 
 
-@pytest.mark.parametrize("norm", ["instance", "batch"])
-def test_each_phase_changes_only_its_own_networks(norm, tiny_config, make_trainer, make_batch):
+@pytest.mark.parametrize("norm,residual_space", [("instance", "tanh"), ("batch", "tanh"), ("instance", "linear")])
+def test_each_phase_changes_only_its_own_networks(norm, residual_space, tiny_config, make_trainer, make_batch):
     """Parameters and, with batch norm, running statistics: frozen critics keep theirs too."""
-    trainer = make_trainer(tiny_config(method="rl_v2v_gan", norm=norm))
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan", norm=norm, residual_space=residual_space))
     nets, logs = trainer.nets, {}
     real, fake = _prepare(trainer, make_batch())
 
