@@ -161,7 +161,8 @@ class Config:
                                    "(checked when the logs are read, every --log_every steps)")
 
     # --- speed ---------------------------------------------------------------------------------
-    amp: str = _f("none", "mixed precision on CUDA: auto = bf16 on CUDA, none on CPU",
+    amp: str = _f("none", "mixed precision: auto = bf16 on CUDA, none on CPU; bf16 also on CPU (oneDNN, fast "
+                  "with AVX-512 BF16 / AMX); fp16 on CUDA only",
                   choices=("none", "auto", "bf16", "fp16"))
     compile: bool = _f(False, "torch.compile the networks (made for CUDA; works on CPU too)")
     channels_last: bool = _f(False, "keep the 2-D networks' weights, hence their activations, in channels_last "

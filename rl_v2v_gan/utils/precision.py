@@ -23,10 +23,12 @@ T = TypeVar("T")
 
 def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype of ``--amp`` on ``device``: ``auto`` is bf16 on CUDA and none on CPU
-    (DESIGN §9); mixed precision runs on CUDA only, so any choice resolves to None on CPU."""
+    (DESIGN §9). On CPU only an explicit ``bf16`` turns autocast on (oneDNN's bf16 convolutions,
+    fast where the CPU has AVX-512 BF16 or AMX; the 3-D stack stays fp32, above); fp16 resolves to
+    None there."""
     if amp not in AMP_CHOICES:
         raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {amp!r}")
-    if device.type != "cuda" or amp == "none":
+    if amp == "none" or (device.type != "cuda" and amp != "bf16"):
         return None
     return _DTYPES["bf16" if amp == "auto" else amp]
 

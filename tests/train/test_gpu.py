@@ -1,6 +1,7 @@
-"""GPU paths (bf16 autocast, fp16 with GradScaler, torch.compile): run where CUDA is present.
+"""Mixed precision and compile (bf16 autocast, fp16 with GradScaler, torch.compile): the CUDA
+cases run where CUDA is present, and bf16 also on the CPU (``--amp bf16``, oneDNN).
 
-This project's CI and development machines have no GPU; these tests skip there with the reason.
+This project's CI and development machines have no GPU; the CUDA cases skip there with the reason.
 """
 
 import math
@@ -8,7 +9,10 @@ import math
 import pytest
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none on this machine)")
+# (device, amp) cases: CUDA's two, and bf16 on the CPU.
+CASES = [pytest.param("cuda", "bf16", marks=needs_cuda), pytest.param("cuda", "fp16", marks=needs_cuda),
+         ("cpu", "bf16")]
 
 
 def perturbed_heads(nets, std: float = 0.05):
@@ -26,13 +30,13 @@ def perturbed_heads(nets, std: float = 0.05):
     return nets
 
 
-def _step_logs(tiny_config, make_batch, **flags):
+def _step_logs(tiny_config, make_batch, device="cuda", **flags):
     from rl_v2v_gan.models.networks import networks_from_config
     from rl_v2v_gan.train.trainer import Trainer
 
-    cfg = tiny_config(device="cuda", **flags)
+    cfg = tiny_config(device=device, **flags)
     torch.manual_seed(0)
-    trainer = Trainer(cfg, perturbed_heads(networks_from_config(cfg)).cuda(), torch.device("cuda"))
+    trainer = Trainer(cfg, perturbed_heads(networks_from_config(cfg)).to(device), torch.device(device))
     logs = [trainer.train_step(make_batch()) for _ in range(3)]
     return trainer, logs
 
@@ -42,14 +46,14 @@ def _role_params(trainer) -> dict[str, list[torch.Tensor]]:
             for role in trainer.optimizers}
 
 
-@pytest.mark.parametrize("amp", ["bf16", "fp16"])
-def test_mixed_precision_steps_are_finite_and_update(tiny_config, make_batch, amp):
+@pytest.mark.parametrize("device, amp", CASES)
+def test_mixed_precision_steps_are_finite_and_update(tiny_config, make_batch, device, amp):
     from rl_v2v_gan.models.networks import networks_from_config
     from rl_v2v_gan.train.trainer import Trainer
 
-    cfg = tiny_config(device="cuda", amp=amp)
+    cfg = tiny_config(device=device, amp=amp)
     torch.manual_seed(0)
-    trainer = Trainer(cfg, networks_from_config(cfg).cuda(), torch.device("cuda"))
+    trainer = Trainer(cfg, networks_from_config(cfg).to(device), torch.device(device))
     assert trainer.amp_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     assert trainer.scaler.is_enabled() == (amp == "fp16")
     before = _role_params(trainer)
@@ -66,14 +70,16 @@ def test_mixed_precision_steps_are_finite_and_update(tiny_config, make_batch, am
     assert all(p.dtype == torch.float32 for p in trainer.nets.parameters())  # master weights stay fp32
 
 
-def test_bf16_close_to_fp32_on_first_step(tiny_config, make_batch):
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=needs_cuda), "cpu"])
+def test_bf16_close_to_fp32_on_first_step(tiny_config, make_batch, device):
     # Perturbed heads: with identity networks L_rr and L_rc would depend on the data alone.
-    _, fp32 = _step_logs(tiny_config, make_batch, amp="none")
-    _, bf16 = _step_logs(tiny_config, make_batch, amp="bf16")
+    _, fp32 = _step_logs(tiny_config, make_batch, device, amp="none")
+    _, bf16 = _step_logs(tiny_config, make_batch, device, amp="bf16")
     for key in ("loss/G/rr", "loss/G/rc", "loss/D/frame", "loss/G/adv"):
         assert bf16[0][key] == pytest.approx(fp32[0][key], rel=0.05), key
 
 
+@needs_cuda
 def test_compiled_networks_match_eager(tiny_config, make_batch):
     from rl_v2v_gan.data.dataset import to_float
     from rl_v2v_gan.models.networks import networks_from_config

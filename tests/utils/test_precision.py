@@ -10,8 +10,8 @@ CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
 
 @pytest.mark.parametrize("amp, cpu, cuda", [("none", None, None), ("auto", None, torch.bfloat16),
-                                            ("bf16", None, torch.bfloat16), ("fp16", None, torch.float16)])
-def test_resolve_amp_auto_is_bf16_on_cuda_and_none_on_cpu(amp, cpu, cuda):
+                                            ("bf16", torch.bfloat16, torch.bfloat16), ("fp16", None, torch.float16)])
+def test_resolve_amp_auto_is_bf16_on_cuda_and_none_on_cpu_where_only_bf16_is_taken(amp, cpu, cuda):
     assert resolve_amp(amp, CPU) is cpu
     assert resolve_amp(amp, CUDA) is cuda
     with pytest.raises(ValueError, match="one of none, auto"):
