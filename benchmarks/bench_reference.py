@@ -10,7 +10,7 @@ current torch::
     .venv/bin/python benchmarks/bench_reference.py --ref_dir /path/Recycle-GAN --size 256
 
 Steps alternate between the implementations (reference, ours with the defaults, ours without R1, ours
-with lazy R1), so a shared machine's load falls on all of them alike; means (lazy R1 is dearer one step in
+with lazy R1; with ``--bf16`` also ours in ``--amp bf16``, oneDNN's bf16 convolutions), so a shared machine's load falls on all of them alike; means (lazy R1 is dearer one step in
 four: give --steps in multiples of 4) and their ratio to the reference are printed, medians beside them.
 """
 import argparse
@@ -28,6 +28,7 @@ p.add_argument("--ref_dir", required=True, help="checkout of aayushbansal/Recycl
 p.add_argument("--size", type=int, default=256, choices=(128, 256), help="frame side")
 p.add_argument("--steps", type=int, default=4, help="timed steps per implementation")
 p.add_argument("--warmup", type=int, default=2)
+p.add_argument("--bf16", action="store_true", help="also time ours with --amp bf16 (defaults, and lazy R1)")
 a = p.parse_args()
 torch.set_num_threads(2)
 S = a.size
@@ -69,6 +70,8 @@ def ours(**kw):
 
 impls = {"reference": ref_step, "ours (defaults: R1, DiffAugment, EMA)": ours(), "ours, r1_gamma 0": ours(r1_gamma=0.0),
          "ours, r1_every 4 (lazy R1)": ours(r1_every=4)}
+if a.bf16:
+    impls.update({"ours, --amp bf16": ours(amp="bf16"), "ours, --amp bf16, r1_every 4": ours(amp="bf16", r1_every=4)})
 ref_nets = ("netG_A", "netG_B", "netP_A", "netP_B", "netD_A", "netD_B")
 params = sum(p.numel() for n in ref_nets for p in getattr(ref, n).parameters())
 times = {k: [] for k in impls}
