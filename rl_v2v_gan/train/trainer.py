@@ -37,6 +37,9 @@ ADAM_BETAS = (0.5, 0.999)
 # Each weighted term of the generators' loss and the flag that sets its weight (the adversarial term is 1).
 LOSS_FLAGS = {"video": "lambda_v", "cyc": "lambda_cyc", "idt": "lambda_idt", "tc": "lambda_tc", "rr": "lambda_rr",
               "rc": "lambda_rc", "actor": "lambda_pg"}
+# Flags that change the form of a term of the generators' loss (the cycle as back-translation, the
+# temporal-consistency term relative to the target domain's flicker).
+LOSS_SWITCHES = ("cycle_detach", "tc_relative")
 
 
 def lr_factor(step: int, total: int, decay: float) -> float:
@@ -71,6 +74,8 @@ class Trainer:
         # checkpoint, so a resumed run can say when its objective is not the one it was trained with.
         self.loss_weights = {"adv": 1.0, "video": cfg.lambda_v, "cyc": cfg.cycle_weight, "idt": cfg.lambda_idt,
                              "tc": cfg.tc_weight, "rr": cfg.lambda_rr, "rc": cfg.lambda_rc, "actor": cfg.lambda_pg}
+        # The switches that change a term's form rather than its weight, saved and compared alike.
+        self.loss_switches = {flag: bool(getattr(cfg, flag)) for flag in LOSS_SWITCHES}
         # Fused Adam: one kernel per step, and it can skip a non-finite step on the device (found_inf).
         self.optimizers = {role: torch.optim.Adam([p for net in nets.role(role) for p in net.parameters()],
                                                   lr=self.base_lr[role], betas=ADAM_BETAS, fused=True)
@@ -397,11 +402,17 @@ class Trainer:
         return {"optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
                 "scaler": self.scaler.state_dict(), "step": self.step,
                 "nonfinite": [self.nonfinite_streak, self.nonfinite_total], "base_lr": dict(self.base_lr),
-                "loss_weights": dict(self.loss_weights),
+                "loss_weights": dict(self.loss_weights), "loss_switches": dict(self.loss_switches),
                 "pools": {d: pool.state_dict() for d, pool in self.pools.items()}}
 
-    def _note_loss_weights(self, saved: dict | None, log) -> None:
-        """Say when the generators' objective differs from the one the checkpoint was trained with."""
+    def _note_loss_weights(self, saved: dict | None, log, switches: dict | None = None) -> None:
+        """Say when the generators' objective differs from the one the checkpoint was trained with
+        (``saved``: its loss weights; ``switches``: its LOSS_SWITCHES, None where not recorded)."""
+        flipped = [f"--{k} {str(switches[k]).lower()} -> {str(v).lower()}" for k, v in self.loss_switches.items()
+                   if switches is not None and k in switches and bool(switches[k]) != v]
+        if flipped:
+            log(f"note: the loss's form differs from the checkpoint's ({', '.join(flipped)}): training continues "
+                f"with the new one")
         if saved is None:  # saved before the weights were recorded (2026-12-07)
             if self.cfg.lambda_cyc is None and self.cfg.method != "cycle_gan":
                 log(f"note: the checkpoint does not record its loss weights (it predates them): if it was trained "
@@ -425,7 +436,7 @@ class Trainer:
         if changed:
             log(f"note: the learning rates differ from the checkpoint's ({', '.join(changed)}): training continues "
                 f"with the new values of --learning_rate / --learning_rate_d")
-        self._note_loss_weights(state.get("loss_weights"), log)
+        self._note_loss_weights(state.get("loss_weights"), log, state.get("loss_switches"))
         saved_pools = state.get("pools", {})
         for d, pool in self.pools.items():
             if d in saved_pools:

@@ -78,6 +78,23 @@ def test_resume_with_other_loss_weights_says_which(tiny_config, make_trainer, ma
     assert said == []
 
 
+def test_resume_with_a_loss_switch_flipped_says_which(tiny_config, make_trainer, make_batch):
+    """--cycle_detach and --tc_relative change a term's form, not its weight: a resume that flips one says so."""
+    old = make_trainer(tiny_config(method="recycle_gan", tc_relative=True))
+    old.train_step(make_batch())
+    state = old.state_dict()
+    assert state["loss_switches"] == {"cycle_detach": False, "tc_relative": True}
+    said = []
+    make_trainer(tiny_config(method="recycle_gan", tc_relative=True)).load_state_dict(state, log=said.append)
+    assert said == []
+    make_trainer(tiny_config(method="recycle_gan", cycle_detach=True)).load_state_dict(state, log=said.append)
+    assert len(said) == 1 and "--cycle_detach false -> true" in said[0] and "--tc_relative true -> false" in said[0]
+    del state["loss_switches"]  # saved before the switches were recorded: nothing to compare
+    said.clear()
+    make_trainer(tiny_config(method="recycle_gan", cycle_detach=True)).load_state_dict(state, log=said.append)
+    assert said == []
+
+
 # ---------------------------------------------------------------- EMA of the generators
 
 
