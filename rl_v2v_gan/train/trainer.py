@@ -117,7 +117,11 @@ class Trainer:
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        # Autocast caches a weight's cast for the rest of the region, so a network called twice casts
+        # once; selective checkpointing's recomputation (in the backward pass, outside that cache) would
+        # then meet casts its forward did not record, and fail. Without the cache each call casts alike.
+        selective = any(getattr(net, "checkpointing", "off") == "selective" for net in self.nets.role("G"))
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, cache_enabled=not selective)
 
     def net(self, name: str) -> nn.Module:
         """The module to call for a network being trained (its DDP wrapper if there is one)."""
