@@ -16,21 +16,45 @@ def _logs(values, skipped=0.0):
     return [{"loss/G/total": v, "loss/D/frame": 1.0, "skipped/D": skipped, "rl/q_loss": 0.5} for v in values]
 
 
-def test_curves_agree_within_the_window_noise():
-    ref = _logs([1.0, 1.2] * 10)
-    near = _logs([1.05, 1.15] * 10)
-    verdict = gpu_check.compare_curves(ref, near, window=5)
-    assert verdict["ok"] and verdict["steps_compared"] == 20
+def test_forked_steps_agree_within_the_tolerance_and_fail_beyond_it_or_on_a_skip():
+    ref = _logs([1.0, 1.2])
+    verdict = gpu_check.compare_forks([(0, ref, _logs([1.05, 1.15])), (25, ref, ref)])
+    assert verdict["ok"] and verdict["forks"] == 2 and verdict["steps_compared"] == 4
     assert set(verdict["keys"]) == {"loss/G/total", "loss/D/frame", "rl/q_loss"}
+    assert verdict["worst_ratio"]["loss/G/total"] == pytest.approx(0.5)
+    off = gpu_check.compare_forks([(25, ref, _logs([1.0, 1.4]))])
+    assert not off["ok"] and off["failures"] == ["loss/G/total step 27: 1.4 vs 1.2 (tolerance 0.12)"]
+    skipped = gpu_check.compare_forks([(0, ref, _logs([1.0, 1.2], skipped=1.0))])
+    assert not skipped["ok"] and skipped["skipped_updates"] == 2
+    tiny = gpu_check.compare_forks([(0, _logs([0.0, 0.0]), _logs([0.003, 0.0]))])  # under one grey level
+    assert tiny["ok"] and not gpu_check.compare_forks([(0, _logs([0.0, 0.0]), _logs([0.005, 0.0]))])["ok"]
+    nan = gpu_check.compare_forks([(0, ref, _logs([float("nan"), 1.2]))])
+    assert not nan["ok"] and nan["worst_ratio"]["loss/G/total"] == float("inf")
+    assert not gpu_check.compare_forks([])["ok"]  # nothing compared: no verdict
 
 
-def test_curves_that_drift_or_skip_fail():
-    ref = _logs([1.0, 1.2] * 10)
-    drift = gpu_check.compare_curves(ref, _logs([1.0, 1.2] * 5 + [2.0, 2.2] * 5), window=5)
-    assert not drift["ok"] and any("loss/G/total steps 11-15" in f for f in drift["failures"])
-    skipped = gpu_check.compare_curves(ref, _logs([1.0, 1.2] * 10, skipped=1.0), window=5)
-    assert not skipped["ok"] and skipped["skipped_updates"] == 20
-    assert not gpu_check.compare_curves(ref[:3], ref[:3], window=5)["ok"]  # too short to judge
+def test_paired_horizons_fork_the_whole_state_and_leave_the_trajectory_alone(tiny_config, make_trainer, make_batch):
+    """Two fp32 forks of one state on the same batches and seed are identical (so a bf16 difference
+    is precision, not sampling), and forking does not change the fp32 trajectory."""
+    import torch
+
+    batches = [make_batch() for _ in range(4)]
+    torch.manual_seed(0)
+    trainer = make_trainer(tiny_config(method="rl_v2v_gan"))
+    pairs = gpu_check.paired_horizons(trainer, batches, window=2, horizon=2, dtype=None)
+    assert [p[0] for p in pairs] == [0, 2] and all(len(p[1]) == len(p[2]) == 2 for p in pairs)
+    assert all(a == b for _, ref, other in pairs for a, b in zip(ref, other))
+    assert pairs[0][1][0] != pairs[1][1][0]  # the forks start from the trajectory's state of their step
+    assert gpu_check.compare_forks(pairs)["worst_ratio"]["loss/G/total"] == 0.0
+    torch.manual_seed(0)
+    alone = make_trainer(tiny_config(method="rl_v2v_gan"))
+    for batch in batches:
+        alone.train_step(batch)
+    assert trainer.step == alone.step == 4
+    assert all(torch.equal(a, b) for a, b in zip(trainer.nets.state_dict().values(), alone.nets.state_dict().values()))
+    bf16 = gpu_check.compare_forks(gpu_check.paired_horizons(make_trainer(tiny_config(method="rl_v2v_gan")), batches,
+                                                             window=2, horizon=2, dtype=torch.bfloat16))
+    assert bf16["ok"], bf16["failures"]
 
 
 @pytest.mark.slow
@@ -50,7 +74,7 @@ def test_smoke_mode_runs_every_part_and_writes_json_and_markdown(tmp_path):
         assert [r["amp"] for r in rows] == ["none", "bf16"] and all(r["step_s"] > 0 for r in rows)
         assert rows[0]["flops_per_step"] > 0
     assert parts["compile/cycle_gan"]["rows"][0]["compile"] is True
-    assert parts["curves"]["ok"] and parts["curves"]["steps_compared"] == 4
+    assert parts["curves"]["ok"] and parts["curves"]["forks"] == 2 and parts["curves"]["steps_compared"] == 4
     assert parts["translate"]["model_fps"] > 0
     assert parts["memory"]["replay_gib"] == pytest.approx(10000 * 3 * 3 * 256 * 256 / 2**30, rel=0.01)
     assert parts["tests"]["test_gpu"]["ok"] and parts["tests"]["k_cuda"]["ok"]
