@@ -10,8 +10,9 @@ current torch::
     .venv/bin/python benchmarks/bench_reference.py --ref_dir /path/Recycle-GAN --size 256
 
 Steps alternate between the implementations (reference, ours with the defaults, ours without R1, ours
-with lazy R1; with ``--bf16`` also ours in ``--amp bf16``, oneDNN's bf16 convolutions), so a shared machine's load falls on all of them alike; means (lazy R1 is dearer one step in
-four: give --steps in multiples of 4) and their ratio to the reference are printed, medians beside them.
+with lazy R1; with ``--bf16`` also ours in ``--amp bf16``, oneDNN's bf16 convolutions), so a shared
+machine's load falls on all of them alike; means (lazy R1 is dearer one step in four: give --steps in
+multiples of 4) and their ratio to the reference are printed, medians beside them.
 """
 import argparse
 import contextlib
