@@ -85,7 +85,8 @@ class Config:
                               "their input frame / last context frame (--no-residual: plain tanh output)")
     residual_space: str = _f("tanh", "where the residual is added: tanh = tanh(atanh(frame) + residual), output "
                              "bounded but a brightened frame's noise amplified; linear = frame + residual, the "
-                             "input at gain 1", choices=("tanh", "linear"))
+                             "input at gain 1; split = tanh on the frame's 5x5 blur, its fine detail and noise "
+                             "added back at gain 1", choices=("tanh", "linear", "split"))
 
     # --- optimisation --------------------------------------------------------------------------
     learning_rate: float = _f(1e-4, "Adam learning rate of every network (the discriminators': see "

@@ -32,15 +32,17 @@ from .config import Config
 from .data import video_io
 from .data.dataset import to_channels, to_float, to_uint8
 from .errors import UserError
-from .models.generator import Generator, State, check_clip
+from .models.generator import LOWPASS_RADIUS, Generator, State, check_clip, lowpass
 
 STRIDE = 4
 """The generator's total downsampling: a frame's height and width must be multiples of it."""
 
 TILE_HALO = 16
 """Pixels of real context read around each tile's core: more than the reach of the layers that run
-tiled (7x7 stem and head, a 3x3 convolution per level, at full and half resolution), so the core's
-result is exact. A multiple of STRIDE, so every tile sits on the bottleneck's grid."""
+tiled (7x7 stem and head, a 3x3 convolution per level, at full and half resolution, and the split
+residual's blur), so the core's result is exact. A multiple of STRIDE, so every tile sits on the
+bottleneck's grid."""
+assert TILE_HALO >= LOWPASS_RADIUS and TILE_HALO % STRIDE == 0
 
 
 @torch.no_grad()
@@ -228,7 +230,8 @@ def run_tiled(gen: Generator, x: torch.Tensor, state: State | None, tile: int):
             else:
                 delta = tl.core(gen.head(y))
                 base = tl.core(crop)
-                tl.place(out, gen.output(delta, base))
+                low = tl.core(lowpass(crop)) if gen.residual_space == "split" else None  # the whole frame's blur
+                tl.place(out, gen.output(delta, base, low))
         if stats is not None:
             dec_stats.append(stats.result())
     return out.unflatten(0, (b, t)), state  # [B,T,C,H,W]

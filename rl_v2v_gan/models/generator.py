@@ -75,12 +75,33 @@ _HOOKS = ({"respect_saved_tensors_hooks": True}
 RESIDUAL_MARGIN = 3e-3
 
 
-RESIDUAL_SPACES = ("tanh", "linear")
+RESIDUAL_SPACES = ("tanh", "linear", "split")
+
+# The low-pass of ``--residual_space split``: a 5x5 binomial filter (reflect padding). It passes
+# ~7 % of the power of pixel-independent noise (its weights' sum of squares, 70^2 / 256^2).
+_BINOMIAL5 = (1.0, 4.0, 6.0, 4.0, 1.0)
+LOWPASS_RADIUS = 2
 
 
-def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh") -> torch.Tensor:
+def lowpass(frames: torch.Tensor) -> torch.Tensor:
+    """A 5x5 binomial blur of ``[..., H, W]`` frames, per channel, reflect-padded (float32).
+
+    Separable: a horizontal then a vertical pass. A pixel's blur reads only pixels within
+    LOWPASS_RADIUS of it, so a crop's blur equals the whole frame's at least that far inside it."""
+    shape = frames.shape
+    x = frames.float().reshape(-1, 1, *shape[-2:])
+    k = torch.tensor(_BINOMIAL5, dtype=x.dtype, device=x.device) / 16.0
+    r = LOWPASS_RADIUS
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, 5))
+    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, 5, 1))
+    return x.reshape(shape)
+
+
+def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh",
+                    low: torch.Tensor | None = None) -> torch.Tensor:
     """The head's residual ``delta`` added to ``base``: exactly ``base`` at delta = 0 (to within
-    RESIDUAL_MARGIN for ``tanh``). Computed in float32 (atanh near +-1 is not a bf16 operation).
+    RESIDUAL_MARGIN for ``tanh`` and ``split``). Computed in float32 (atanh near +-1 is not a bf16
+    operation).
 
     ``tanh`` (``--residual_space tanh``): ``tanh(atanh(clamp(base)) + delta)``. The output lies
     strictly inside (-1, 1), the range of real frames, so a generated pixel can never be told apart
@@ -89,13 +110,20 @@ def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh"
     ``linear``: ``base + delta``, the global residual of restoration networks: the input reaches the
     output at gain 1 whatever the brightness change, and the output is not bounded (frames are
     clamped where they are written and scored).
+    ``split``: ``tanh(atanh(clamp(low)) + delta) + (base - low)`` with ``low = lowpass(base)``: the
+    frame's coarse content (brightness, colour) is mapped in tanh space as by ``tanh``, its fine
+    detail and pixel noise pass at gain 1 as by ``linear`` (nearly bounded: the detail is small).
+    ``low``: ``lowpass(base)`` when the caller computed it on a larger crop (tiled translation).
     """
     if space == "linear":
         return base.float() + delta.float()
-    if space != "tanh":
+    if space not in ("tanh", "split"):
         raise ValueError(f"residual space must be one of {', '.join(RESIDUAL_SPACES)}, got {space!r}")
     bound = 1.0 - RESIDUAL_MARGIN
-    return torch.tanh(torch.atanh(base.float().clamp(-bound, bound)) + delta.float())
+    if space == "tanh":
+        return torch.tanh(torch.atanh(base.float().clamp(-bound, bound)) + delta.float())
+    low = lowpass(base) if low is None else low.float()
+    return torch.tanh(torch.atanh(low.clamp(-bound, bound)) + delta.float()) + (base.float() - low)
 
 
 def check_clip(x: torch.Tensor, channels: int, name: str, frames: int | None = None) -> None:
@@ -184,9 +212,10 @@ class Generator(nn.Module):
         delta = self.head(feat).unflatten(0, (b, t))  # [B,T',C,H,W]
         return self.output(delta, base).to(delta.dtype), state
 
-    def output(self, delta: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-        """The frame from the head's output ``delta`` and the frame it is a residual on."""
-        return residual_output(delta, base, self.residual_space) if self.residual else torch.tanh(delta)
+    def output(self, delta: torch.Tensor, base: torch.Tensor, low: torch.Tensor | None = None) -> torch.Tensor:
+        """The frame from the head's output ``delta`` and the frame it is a residual on (``low``:
+        see residual_output)."""
+        return residual_output(delta, base, self.residual_space, low) if self.residual else torch.tanh(delta)
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> torch.Tensor:
         return self.run(x, state)[0]

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from rl_v2v_gan.data.dataset import to_float, to_uint8
-from rl_v2v_gan.models.generator import RESIDUAL_MARGIN, residual_output
+from rl_v2v_gan.models.generator import LOWPASS_RADIUS, RESIDUAL_MARGIN, lowpass, residual_output
 from rl_v2v_gan.models import (
     ConvLSTM,
     Generator,
@@ -297,11 +297,32 @@ def test_linear_residual_passes_a_brightened_frames_noise_at_gain_one_where_tanh
         gains[space] = ((moved - out) / eps).mean().item()
     assert abs(gains["tanh"] - 1 / (1 - 0.8**2)) < 0.05 and abs(gains["linear"] - 1.0) < 1e-3
     assert torch.equal(residual_output(torch.zeros_like(base), base + eps, "linear"), base + eps)
-    with pytest.raises(ValueError, match="tanh, linear"):
+    with pytest.raises(ValueError, match="tanh, linear, split"):
         residual_output(base, base, "log")
 
 
-@pytest.mark.parametrize("space", ["tanh", "linear"])
+def test_split_residual_maps_brightness_as_tanh_and_passes_pixel_noise_near_gain_one():
+    """--residual_space split: on a flat frame (its blur is itself) it is tanh exactly; pixel-
+    independent noise on a dark frame being brightened passes at ~1.3x (the 5x5 blur keeps ~7 % of
+    its power, which tanh amplifies 2.8x), against tanh's 2.8x."""
+    base = torch.full((1, 2, 3, 32, 32), -0.8)
+    delta = torch.atanh(torch.tensor(0.8)).expand_as(base)
+    torch.testing.assert_close(residual_output(delta, base, "split"), residual_output(delta, base, "tanh"))
+    eps = 1e-3 * torch.randn(base.shape, generator=torch.Generator().manual_seed(0))
+    gain = {space: ((residual_output(delta, base + eps, space) - residual_output(delta, base, space)).std()
+                    / eps.std()).item() for space in ("tanh", "split")}
+    assert gain["tanh"] > 2.7 and 1.2 < gain["split"] < 1.45
+    x = torch.rand(2, 3, 3, 16, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    low = lowpass(x)
+    assert low.shape == x.shape and low.std() < 0.5 * x.std()  # a blur
+    torch.testing.assert_close(lowpass(torch.full_like(x, 0.3)), torch.full_like(x, 0.3))
+    # Its reach is LOWPASS_RADIUS: a crop's blur equals the whole frame's that far inside the crop.
+    r = LOWPASS_RADIUS
+    torch.testing.assert_close(lowpass(x[..., 2:14, 3:20])[..., r:-r, r:-r], low[..., 2 + r:14 - r, 3 + r:20 - r])
+    assert (lowpass(x[..., 2:14, 3:20])[..., :r, :] - low[..., 2:2 + r, 3:20]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("space", ["tanh", "linear", "split"])
 def test_untrained_generator_and_predictor_return_their_input_in_either_residual_space(space):
     torch.manual_seed(0)
     gen = Generator(3, ngf=4, n_res_blocks=1, residual_space=space)
@@ -309,7 +330,7 @@ def test_untrained_generator_and_predictor_return_their_input_in_either_residual
     x = _frames(2, 3, 3, 16, 16)
     with torch.no_grad():
         y, nxt = gen(x), pred(x[:, :2])
-    margin = RESIDUAL_MARGIN + 1e-6 if space == "tanh" else 1e-6
+    margin = 1e-6 if space == "linear" else RESIDUAL_MARGIN + 1e-6
     assert (y - x).abs().max() <= margin and (nxt - x[:, 1]).abs().max() <= margin
     assert pred.residual_space == space
     with pytest.raises(ValueError, match="residual_space"):

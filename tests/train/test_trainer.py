@@ -39,7 +39,8 @@ def _prepare(trainer, batch):
     return real, fake
 
 
-@pytest.mark.parametrize("norm,residual_space", [("instance", "tanh"), ("batch", "tanh"), ("instance", "linear")])
+@pytest.mark.parametrize("norm,residual_space", [("instance", "tanh"), ("batch", "tanh"), ("instance", "linear"),
+                                                     ("instance", "split")])
 def test_each_phase_changes_only_its_own_networks(norm, residual_space, tiny_config, make_trainer, make_batch):
     """Parameters and, with batch norm, running statistics: frozen critics keep theirs too."""
     trainer = make_trainer(tiny_config(method="rl_v2v_gan", norm=norm, residual_space=residual_space))
