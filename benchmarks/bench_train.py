@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_train.py                       # 16x64x64x3, batch 4, ngf=ndf=64
     .venv/bin/python benchmarks/bench_train.py --input_shape 4 32 32 3 --batch_size 2 --ngf 16 --ndf 16
+    .venv/bin/python benchmarks/bench_train.py ... --phases          # and where each step's time goes
 
 Prints per method: median step seconds, clips/s, ratio to recycle_gan, model FLOPs per step
 (torch.utils.flop_counter, forward + backward of every network call), achieved FLOP/s and, on
@@ -29,6 +30,34 @@ METHODS = ("recycle_gan", "rl_v2v_gan", "cycle_gan")
 REFERENCE = {256: {"step_s": 6.2, "flops_per_step": 1.8e12}, 128: {"step_s": 3.2, "flops_per_step": None}}
 
 
+# The trainer's phases in step order (DESIGN §6): D update, RL rollouts, critic update, G update.
+PHASES = {"_d_phase": "D", "_collect": "rollout", "_minibatch": "minibatch", "_critic_phase": "critic",
+          "_g_phase": "G"}
+
+
+def time_phases(trainer, sync: bool = False) -> dict[str, list[float]]:
+    """Wrap ``trainer``'s phase methods (this instance only) with wall-clock timers; returns the
+    lists they append seconds to, by phase name (``--phases``). ``sync``: synchronise CUDA around
+    each phase (added host syncs: use only for this breakdown)."""
+    times: dict[str, list[float]] = {}
+
+    def timed(name: str, fn):
+        def call(*a, **k):
+            if sync:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            result = fn(*a, **k)
+            if sync:
+                torch.cuda.synchronize()
+            times.setdefault(name, []).append(time.perf_counter() - start)
+            return result
+        return call
+
+    for method, name in PHASES.items():
+        setattr(trainer, method, timed(name, getattr(trainer, method)))
+    return times
+
+
 def measure(method: str, args, max_seconds: float | None = None, count_flops: bool = True,
             progress=lambda row: None) -> dict:
     """One method at ``args``' config: median step seconds, clips/s, FLOPs per step, peak memory.
@@ -51,6 +80,7 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
                       **{k: getattr(args, k) for k in ("gan_mode", "lambda_rr", "lambda_rc", "r1_every")
                          if hasattr(args, k)})
     trainer = build_trainer(cfg, device, DistInfo())
+    phase_times = time_phases(trainer, sync=device.type == "cuda") if getattr(args, "phases", False) else None
     t, h, w, c = cfg.input_shape
     g = torch.Generator().manual_seed(0)
     batch = {d: torch.randint(0, 256, (cfg.batch_size, t, c, h, w), dtype=torch.uint8, generator=g) for d in "ab"}
@@ -84,6 +114,8 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
         torch.cuda.reset_peak_memory_stats()
     times = []
     deadline = time.perf_counter() + max_seconds if max_seconds else None
+    if phase_times is not None:
+        phase_times.clear()  # the timed steps' phases only
     for _ in range(args.steps):
         start = time.perf_counter()
         logs = trainer.train_step(batch)
@@ -94,6 +126,8 @@ def measure(method: str, args, max_seconds: float | None = None, count_flops: bo
         out.update(step_s=statistics.median(times) if every == 1 else statistics.fmean(times), steps_timed=len(times),
                    skipped_updates=sum(v for k, v in logs.items() if k.startswith("skipped/")))
         out["clips_per_s"] = cfg.batch_size / out["step_s"]
+        if phase_times is not None:
+            out["phases_s"] = {k: statistics.median(v) for k, v in phase_times.items()}
         out["peak_mem_mib"] = (torch.cuda.max_memory_allocated() if device.type == "cuda"
                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
         progress(out)
@@ -138,6 +172,9 @@ def main() -> None:
     p.add_argument("--peak_tflops", type=float, default=None,
                    help="device peak for MFU (e.g. 989 for H100 SXM dense bf16)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--phases", action="store_true",
+                   help="also time the trainer's phases (D, rollout, critic, G; median seconds per step; "
+                        "the rest of a step is the translation forward, target and EMA updates)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one method, print JSON
     args = p.parse_args()
     if args.one:
@@ -162,6 +199,14 @@ def main() -> None:
         print(f"{r['method']:<12}{r['step_s']:>9.3f}{r['clips_per_s']:>9.2f}{r['step_s'] / base['step_s']:>11.2f}"
               f"{r['flops_per_step'] / 1e9:>12.1f}{r['flops_per_s'] / 1e9:>10.1f}{mfu:>7}"
               f"{r['peak_mem_mib']:>10.0f}{r['peak_mem_mib'] / base['peak_mem_mib']:>7.2f}")
+    if args.phases:
+        names = [n for n in PHASES.values() if any(n in r.get("phases_s", {}) for r in rows)]
+        print("phases, median s per step (rest = translation forward, target and EMA updates, logging):")
+        print(f"{'method':<12}" + "".join(f"{n:>11}" for n in names) + f"{'rest':>9}")
+        for r in rows:
+            ph = r.get("phases_s", {})
+            print(f"{r['method']:<12}" + "".join(f"{ph[n]:>11.3f}" if n in ph else f"{'-':>11}" for n in names)
+                  + f"{r['step_s'] - sum(ph.values()):>9.3f}")
     ref = REFERENCE.get(h) if (t, h, w, args.batch_size, args.ngf) == (3, h, h, 1, 64) else None
     recycle = next((r for r in rows if r["method"] == "recycle_gan"), None)
     if ref and recycle:
