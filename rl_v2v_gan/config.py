@@ -86,7 +86,8 @@ class Config:
     residual_space: str = _f("tanh", "where the residual is added: tanh = tanh(atanh(frame) + residual), output "
                              "bounded but a brightened frame's noise amplified; linear = frame + residual, the "
                              "input at gain 1; split = tanh on the frame's 5x5 blur, its fine detail and noise "
-                             "added back at gain 1", choices=("tanh", "linear", "split"))
+                             "added back at gain 1; split_capped = the same with the detail at tanh's gain, "
+                             "capped at 1", choices=("tanh", "linear", "split", "split_capped"))
 
     # --- optimisation --------------------------------------------------------------------------
     learning_rate: float = _f(1e-4, "Adam learning rate of every network (the discriminators': see "

@@ -230,7 +230,7 @@ def run_tiled(gen: Generator, x: torch.Tensor, state: State | None, tile: int):
             else:
                 delta = tl.core(gen.head(y))
                 base = tl.core(crop)
-                low = tl.core(lowpass(crop)) if gen.residual_space == "split" else None  # the whole frame's blur
+                low = tl.core(lowpass(crop)) if gen.residual_space.startswith("split") else None  # the whole frame's blur
                 tl.place(out, gen.output(delta, base, low))
         if stats is not None:
             dec_stats.append(stats.result())

@@ -342,7 +342,7 @@ def perturbed_generator(norm: str = "instance", seed: int = 0, residual_space: s
 
 
 @pytest.mark.parametrize("norm,residual_space", [("instance", "tanh"), ("batch", "tanh"), ("instance", "linear"),
-                                                     ("instance", "split")])
+                                                     ("instance", "split"), ("instance", "split_capped")])
 def test_tiled_run_equals_the_untiled_one(norm, residual_space):
     gen = perturbed_generator(norm, residual_space=residual_space)
     x = torch.rand(2, 5, 3, 40, 56, generator=torch.Generator().manual_seed(1)) * 2 - 1  # tiles 16: 3 x 4, ragged

@@ -75,7 +75,7 @@ _HOOKS = ({"respect_saved_tensors_hooks": True}
 RESIDUAL_MARGIN = 3e-3
 
 
-RESIDUAL_SPACES = ("tanh", "linear", "split")
+RESIDUAL_SPACES = ("tanh", "linear", "split", "split_capped")
 
 # The low-pass of ``--residual_space split``: a 5x5 binomial filter (reflect padding). It passes
 # ~7 % of the power of pixel-independent noise (its weights' sum of squares, 70^2 / 256^2).
@@ -113,17 +113,26 @@ def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh"
     ``split``: ``tanh(atanh(clamp(low)) + delta) + (base - low)`` with ``low = lowpass(base)``: the
     frame's coarse content (brightness, colour) is mapped in tanh space as by ``tanh``, its fine
     detail and pixel noise pass at gain 1 as by ``linear`` (nearly bounded: the detail is small).
+    ``split_capped``: as ``split``, but the detail is scaled by tanh's own gain at the coarse
+    content, ``min(1, (1 - o^2) / (1 - low^2))`` with ``o = tanh(atanh(low) + delta)``: darkening
+    attenuates the detail as ``tanh`` does (a dark target has less contrast), brightening passes
+    it at 1 (no amplified noise).
     ``low``: ``lowpass(base)`` when the caller computed it on a larger crop (tiled translation).
     """
     if space == "linear":
         return base.float() + delta.float()
-    if space not in ("tanh", "split"):
+    if space not in ("tanh", "split", "split_capped"):
         raise ValueError(f"residual space must be one of {', '.join(RESIDUAL_SPACES)}, got {space!r}")
     bound = 1.0 - RESIDUAL_MARGIN
     if space == "tanh":
         return torch.tanh(torch.atanh(base.float().clamp(-bound, bound)) + delta.float())
     low = lowpass(base) if low is None else low.float()
-    return torch.tanh(torch.atanh(low.clamp(-bound, bound)) + delta.float()) + (base.float() - low)
+    coarse = low.clamp(-bound, bound)
+    out = torch.tanh(torch.atanh(coarse) + delta.float())
+    detail = base.float() - low
+    if space == "split_capped":
+        detail = detail * ((1 - out * out) / (1 - coarse * coarse)).clamp(max=1.0)
+    return out + detail
 
 
 def check_clip(x: torch.Tensor, channels: int, name: str, frames: int | None = None) -> None:

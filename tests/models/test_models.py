@@ -297,11 +297,11 @@ def test_linear_residual_passes_a_brightened_frames_noise_at_gain_one_where_tanh
         gains[space] = ((moved - out) / eps).mean().item()
     assert abs(gains["tanh"] - 1 / (1 - 0.8**2)) < 0.05 and abs(gains["linear"] - 1.0) < 1e-3
     assert torch.equal(residual_output(torch.zeros_like(base), base + eps, "linear"), base + eps)
-    with pytest.raises(ValueError, match="tanh, linear, split"):
+    with pytest.raises(ValueError, match="tanh, linear, split, split_capped"):
         residual_output(base, base, "log")
 
 
-def test_split_residual_maps_brightness_as_tanh_and_passes_pixel_noise_near_gain_one():
+def test_split_residuals_map_brightness_as_tanh_and_pass_pixel_noise_near_gain_one():
     """--residual_space split: on a flat frame (its blur is itself) it is tanh exactly; pixel-
     independent noise on a dark frame being brightened passes at ~1.3x (the 5x5 blur keeps ~7 % of
     its power, which tanh amplifies 2.8x), against tanh's 2.8x."""
@@ -312,6 +312,13 @@ def test_split_residual_maps_brightness_as_tanh_and_passes_pixel_noise_near_gain
     gain = {space: ((residual_output(delta, base + eps, space) - residual_output(delta, base, space)).std()
                     / eps.std()).item() for space in ("tanh", "split")}
     assert gain["tanh"] > 2.7 and 1.2 < gain["split"] < 1.45
+    # split_capped: the detail at min(1, tanh's gain): brightening is split's, darkening tanh's.
+    torch.testing.assert_close(residual_output(delta, base + eps, "split_capped"),
+                               residual_output(delta, base + eps, "split"))
+    bright = torch.zeros_like(base)  # 0 -> -0.8: tanh's gain 0.36
+    gain = {space: ((residual_output(-delta, bright + eps, space) - residual_output(-delta, bright, space)).std()
+                    / eps.std()).item() for space in ("tanh", "split", "split_capped")}
+    assert abs(gain["split_capped"] - gain["tanh"]) < 0.02 and gain["tanh"] < 0.4 and gain["split"] > 0.8
     x = torch.rand(2, 3, 3, 16, 24, generator=torch.Generator().manual_seed(1)) * 2 - 1
     low = lowpass(x)
     assert low.shape == x.shape and low.std() < 0.5 * x.std()  # a blur
@@ -322,7 +329,7 @@ def test_split_residual_maps_brightness_as_tanh_and_passes_pixel_noise_near_gain
     assert (lowpass(x[..., 2:14, 3:20])[..., :r, :] - low[..., 2:2 + r, 3:20]).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("space", ["tanh", "linear", "split"])
+@pytest.mark.parametrize("space", ["tanh", "linear", "split", "split_capped"])
 def test_untrained_generator_and_predictor_return_their_input_in_either_residual_space(space):
     torch.manual_seed(0)
     gen = Generator(3, ngf=4, n_res_blocks=1, residual_space=space)
