@@ -92,16 +92,17 @@ def lowpass(frames: torch.Tensor) -> torch.Tensor:
     x = frames.float().reshape(-1, 1, *shape[-2:])
     k = torch.tensor(_BINOMIAL5, dtype=x.dtype, device=x.device) / 16.0
     r = LOWPASS_RADIUS
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, 5))
-    x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, 5, 1))
+    with torch.autocast(x.device.type, enabled=False):  # float32 under --amp too, as residual_output
+        x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, 5))
+        x = F.conv2d(F.pad(x, (0, 0, r, r), mode="reflect"), k.view(1, 1, 5, 1))
     return x.reshape(shape)
 
 
 def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh",
                     low: torch.Tensor | None = None) -> torch.Tensor:
     """The head's residual ``delta`` added to ``base``: exactly ``base`` at delta = 0 (to within
-    RESIDUAL_MARGIN for ``tanh`` and ``split``). Computed in float32 (atanh near +-1 is not a bf16
-    operation).
+    RESIDUAL_MARGIN but for ``linear``). Computed in float32, under ``--amp`` too (atanh near +-1
+    is not a bf16 operation).
 
     ``tanh`` (``--residual_space tanh``): ``tanh(atanh(clamp(base)) + delta)``. The output lies
     strictly inside (-1, 1), the range of real frames, so a generated pixel can never be told apart

@@ -323,6 +323,8 @@ def test_split_residuals_map_brightness_as_tanh_and_pass_pixel_noise_near_gain_o
     low = lowpass(x)
     assert low.shape == x.shape and low.std() < 0.5 * x.std()  # a blur
     torch.testing.assert_close(lowpass(torch.full_like(x, 0.3)), torch.full_like(x, 0.3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # float32 under --amp: bf16 would round it to ~1/256
+        assert torch.equal(lowpass(x), low)
     # Its reach is LOWPASS_RADIUS: a crop's blur equals the whole frame's that far inside the crop.
     r = LOWPASS_RADIUS
     torch.testing.assert_close(lowpass(x[..., 2:14, 3:20])[..., r:-r, r:-r], low[..., 2 + r:14 - r, 3 + r:20 - r])
