@@ -32,7 +32,7 @@ from .config import Config
 from .data import video_io
 from .data.dataset import to_channels, to_float, to_uint8
 from .errors import UserError
-from .models.generator import LOWPASS_RADIUS, Generator, State, check_clip, lowpass
+from .models.generator import LOWPASS_RADIUS, LOWPASS_SPACES, Generator, State, check_clip, lowpass
 
 STRIDE = 4
 """The generator's total downsampling: a frame's height and width must be multiples of it."""
@@ -230,7 +230,8 @@ def run_tiled(gen: Generator, x: torch.Tensor, state: State | None, tile: int):
             else:
                 delta = tl.core(gen.head(y))
                 base = tl.core(crop)
-                low = tl.core(lowpass(crop)) if gen.residual_space.startswith("split") else None  # the whole frame's blur
+                # the whole frame's blur where the residual reads one (exact in the core: the halo > its reach)
+                low = tl.core(lowpass(crop)) if gen.residual_space in LOWPASS_SPACES else None
                 tl.place(out, gen.output(delta, base, low))
         if stats is not None:
             dec_stats.append(stats.result())

@@ -76,6 +76,7 @@ RESIDUAL_MARGIN = 3e-3
 
 
 RESIDUAL_SPACES = ("tanh", "linear", "split", "split_capped")
+LOWPASS_SPACES = ("split", "split_capped")  # the spaces whose residual reads lowpass(base)
 
 # The low-pass of ``--residual_space split``: a 5x5 binomial filter (reflect padding). It passes
 # ~7 % of the power of pixel-independent noise (its weights' sum of squares, 70^2 / 256^2).
@@ -120,10 +121,10 @@ def residual_output(delta: torch.Tensor, base: torch.Tensor, space: str = "tanh"
     it at 1 (no amplified noise).
     ``low``: ``lowpass(base)`` when the caller computed it on a larger crop (tiled translation).
     """
+    if space not in RESIDUAL_SPACES:
+        raise ValueError(f"residual space must be one of {', '.join(RESIDUAL_SPACES)}, got {space!r}")
     if space == "linear":
         return base.float() + delta.float()
-    if space not in ("tanh", "split", "split_capped"):
-        raise ValueError(f"residual space must be one of {', '.join(RESIDUAL_SPACES)}, got {space!r}")
     bound = 1.0 - RESIDUAL_MARGIN
     if space == "tanh":
         return torch.tanh(torch.atanh(base.float().clamp(-bound, bound)) + delta.float())
